@@ -1,0 +1,36 @@
+# sipcast: the README's two commands are `make run` and `make test`. Both install what is missing first.
+CARGO ?= cargo
+CONFIG ?= config/sipcast.toml
+
+.PHONY: run test deps deps-test build build-release lint check-templates clean
+
+## Install build and runtime dependencies (GStreamer 1.22) if missing.
+deps:
+	scripts/install-deps.sh run
+
+## Install the above plus the test peers (baresip, kamailio, nginx-rtmp, ffmpeg) if missing.
+deps-test:
+	scripts/install-deps.sh test
+
+build-release: deps
+	$(CARGO) build --release --locked --bin sipcast
+
+## Build and start the gateway with config/sipcast.toml (REST on 127.0.0.1:8081).
+run: build-release
+	./target/release/sipcast --config $(CONFIG)
+
+## Formatting, lints, unit tests, and the integration scenarios against real peers.
+test: deps-test
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) test --locked --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+check-templates: build-release
+	./target/release/sipcast --config $(CONFIG) --check
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,329 @@
+//! JSON bodies, WCS field names, converted by hand so every error names its field and nothing a client
+//! sends can be half-accepted. Booleans arrive as JSON booleans or as the strings "true"/"false".
+
+use serde_json::{Map, Value};
+
+use super::ApiError;
+use crate::call::{CallFilter, CallSnapshot, CallStatus, StartRequest};
+use crate::secret::{Password, StreamKey};
+use crate::sip::ua::is_sip_uri;
+
+/// Defaults from the config for fields a client leaves out.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub sip_user: String,
+}
+
+/// Fields call/startup understands; anything else is ignored (and logged at debug).
+const STARTUP_FIELDS: &[&str] = &[
+    "callId",
+    "callee",
+    "rtmpUrl",
+    "rtmpStream",
+    "hasAudio",
+    "hasVideo",
+    "sipLogin",
+    "sipAuthenticationName",
+    "sipPassword",
+    "sipDomain",
+    "sipOutboundProxy",
+    "sipPort",
+    "sipRegisterRequired",
+    "appKey",
+    "toStream",
+];
+
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_body("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_body(format!(
+            "the body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn optional_string(
+    o: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, ApiError> {
+    match o.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            if s.chars().any(char::is_control) {
+                return Err(ApiError::bad_field(
+                    field,
+                    format!("{field} must not contain control characters"),
+                ));
+            }
+            Ok(Some(s.trim().to_owned()))
+        }
+        Some(_) => Err(ApiError::bad_field(
+            field,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+pub fn required_string(o: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+    optional_string(o, field)?
+        .ok_or_else(|| ApiError::bad_field(field, format!("{field} is required")))
+}
+
+fn optional_bool(o: &Map<String, Value>, field: &'static str) -> Result<Option<bool>, ApiError> {
+    match o.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::bad_field(
+            field,
+            format!("{field} must be true or false"),
+        )),
+    }
+}
+
+fn optional_port(o: &Map<String, Value>, field: &'static str) -> Result<Option<u16>, ApiError> {
+    let bad = || ApiError::bad_field(field, format!("{field} must be a port number 1-65535"));
+    let n = match o.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(bad)?,
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.trim().parse::<u64>().map_err(|_| bad())?,
+        Some(_) => return Err(bad()),
+    };
+    u16::try_from(n)
+        .ok()
+        .filter(|p| *p != 0)
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+/// A host, optionally with `:port`, as given for sipDomain or sipOutboundProxy.
+fn split_host_port(value: &str, field: &'static str) -> Result<(String, Option<u16>), ApiError> {
+    let bad = || {
+        ApiError::bad_field(
+            field,
+            format!("{field} must be a host name or address, optionally with :port"),
+        )
+    };
+    let value = value.strip_prefix("sip:").unwrap_or(value);
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(bad)?;
+        (format!("[{h}]"), after.strip_prefix(':'))
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h.to_owned(), Some(p)),
+            _ => (value.to_owned(), None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    if !valid_host {
+        return Err(bad());
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?),
+    };
+    Ok((host, port))
+}
+
+fn valid_user(user: &str) -> bool {
+    // RFC 3261 25.1 user: unreserved / escaped / user-unreserved.
+    !user.is_empty()
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/%#".contains(c))
+}
+
+/// Validates a call/startup body into a [`StartRequest`].
+pub fn start_request(
+    o: &Map<String, Value>,
+    defaults: &Defaults,
+) -> Result<StartRequest, ApiError> {
+    for key in o.keys() {
+        if !STARTUP_FIELDS.contains(&key.as_str()) {
+            tracing::debug!(field = key.as_str(), "call/startup: ignoring unknown field");
+        }
+    }
+    let call_id = required_string(o, "callId")?;
+    if call_id.len() > 256 {
+        return Err(ApiError::bad_field(
+            "callId",
+            "callId must be at most 256 characters",
+        ));
+    }
+    let callee = required_string(o, "callee")?;
+    let rtmp_url = required_string(o, "rtmpUrl")?;
+    let lower = rtmp_url.to_ascii_lowercase();
+    let after_scheme = lower
+        .strip_prefix("rtmp://")
+        .or_else(|| lower.strip_prefix("rtmps://"));
+    if after_scheme.is_none_or(|rest| rest.split('/').next().unwrap_or_default().is_empty())
+        || rtmp_url.contains(char::is_whitespace)
+    {
+        return Err(ApiError::bad_field(
+            "rtmpUrl",
+            "rtmpUrl must be rtmp://host[:port]/app or rtmps://...",
+        ));
+    }
+    let rtmp_stream = required_string(o, "rtmpStream")?;
+    if rtmp_stream.contains(char::is_whitespace) {
+        return Err(ApiError::bad_field(
+            "rtmpStream",
+            "rtmpStream must not contain whitespace",
+        ));
+    }
+    let has_audio = optional_bool(o, "hasAudio")?.unwrap_or(true);
+    let has_video = optional_bool(o, "hasVideo")?.unwrap_or(false);
+    let register = optional_bool(o, "sipRegisterRequired")?.unwrap_or(false);
+    if register {
+        return Err(ApiError::not_implemented(
+            "sipRegisterRequired",
+            "REGISTER before the call is not supported yet",
+        ));
+    }
+    let sip_login = optional_string(o, "sipLogin")?.unwrap_or_else(|| defaults.sip_user.clone());
+    if !valid_user(&sip_login) {
+        return Err(ApiError::bad_field(
+            "sipLogin",
+            "sipLogin must be a SIP user name",
+        ));
+    }
+    let auth_name =
+        optional_string(o, "sipAuthenticationName")?.unwrap_or_else(|| sip_login.clone());
+    let password = o
+        .get("sipPassword")
+        .map(|v| match v {
+            Value::String(s) => Ok(Password::new(s.clone())),
+            Value::Null => Ok(Password::default()),
+            _ => Err(ApiError::bad_field(
+                "sipPassword",
+                "sipPassword must be a string",
+            )),
+        })
+        .transpose()?
+        .filter(|p| !p.is_empty());
+    let sip_port = optional_port(o, "sipPort")?;
+    let domain = optional_string(o, "sipDomain")?
+        .map(|d| split_host_port(&d, "sipDomain"))
+        .transpose()?;
+    let proxy = optional_string(o, "sipOutboundProxy")?
+        .map(|p| split_host_port(&p, "sipOutboundProxy"))
+        .transpose()?;
+
+    // The callee is a user at sipDomain, or a full SIP URI.
+    let target_uri = if callee.to_ascii_lowercase().starts_with("sip:")
+        || callee.to_ascii_lowercase().starts_with("sips:")
+    {
+        callee.clone()
+    } else if callee.contains('@') {
+        format!("sip:{callee}")
+    } else {
+        let (host, port) = domain.as_ref().ok_or_else(|| {
+            ApiError::bad_field(
+                "sipDomain",
+                "sipDomain is required when callee is a user name",
+            )
+        })?;
+        if !valid_user(&callee) {
+            return Err(ApiError::bad_field(
+                "callee",
+                "callee must be a SIP user name or URI",
+            ));
+        }
+        match port.or(sip_port) {
+            Some(p) => format!("sip:{callee}@{host}:{p}"),
+            None => format!("sip:{callee}@{host}"),
+        }
+    };
+    if !is_sip_uri(&target_uri) {
+        return Err(ApiError::bad_field(
+            "callee",
+            "callee and sipDomain do not form a valid SIP URI",
+        ));
+    }
+    let target_host_port = crate::sip::ua::uri_host_port(&target_uri)
+        .ok_or_else(|| ApiError::bad_field("callee", "callee has no host"))?;
+    let from_host = domain
+        .as_ref()
+        .map(|(h, _)| h.clone())
+        .unwrap_or_else(|| target_host_port.0.clone());
+    let from_uri = format!("sip:{sip_login}@{from_host}");
+    if !is_sip_uri(&from_uri) {
+        return Err(ApiError::bad_field(
+            "sipLogin",
+            "sipLogin and sipDomain do not form a valid SIP URI",
+        ));
+    }
+    let (next_hop_host, next_hop_port, via_outbound_proxy) = match proxy {
+        Some((host, port)) => (host, port.or(sip_port).unwrap_or(5060), true),
+        None => (
+            target_host_port.0,
+            target_host_port.1.or(sip_port).unwrap_or(5060),
+            false,
+        ),
+    };
+    Ok(StartRequest {
+        call_id,
+        callee,
+        target_uri,
+        from_uri,
+        sip_login,
+        auth_name,
+        password,
+        next_hop_host: next_hop_host.trim_matches(['[', ']']).to_owned(),
+        next_hop_port,
+        via_outbound_proxy,
+        rtmp_url,
+        rtmp_stream: StreamKey::new(rtmp_stream),
+        has_audio,
+        has_video,
+        app_key: optional_string(o, "appKey")?,
+        to_stream: optional_string(o, "toStream")?,
+    })
+}
+
+/// A call/find body: any of callId, status, callee, rtmpUrl, appKey.
+pub fn call_filter(o: &Map<String, Value>) -> Result<CallFilter, ApiError> {
+    let status = optional_string(o, "status")?
+        .map(|s| {
+            CallStatus::from_wcs_name(&s)
+                .ok_or_else(|| ApiError::bad_field("status", format!("unknown status {s:?}")))
+        })
+        .transpose()?;
+    Ok(CallFilter {
+        call_id: optional_string(o, "callId")?,
+        status,
+        callee: optional_string(o, "callee")?,
+        rtmp_url: optional_string(o, "rtmpUrl")?,
+        app_key: optional_string(o, "appKey")?,
+    })
+}
+
+/// A call as WCS shows it. The stream key is redacted.
+pub fn call_json(c: &CallSnapshot) -> Value {
+    serde_json::json!({
+        "callId": c.call_id,
+        "status": c.status.wcs_name(),
+        "sipStatus": c.sip_status,
+        "rtmpUrl": c.rtmp_url,
+        "rtmpStream": c.rtmp_stream_redacted,
+        "rtmpStreamStatus": c.rtmp_status.wcs_name(),
+        "caller": c.caller,
+        "callee": c.callee,
+        "hasAudio": c.has_audio,
+        "hasVideo": c.has_video,
+        "incoming": false,
+        "appKey": c.app_key,
+        "toStream": c.to_stream,
+        "info": c.reason,
+    })
+}

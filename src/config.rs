@@ -1,0 +1,259 @@
+//! The gateway's configuration: one TOML file, every field optional with a documented default,
+//! unknown fields refused (a typo must not silently fall back to a default).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub calls: CallsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the REST API listens. Default `127.0.0.1:8081` (WCS's REST port).
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes. Default 65536.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8081)),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Local UDP address of the SIP socket. Default `0.0.0.0:5060`.
+    pub listen: SocketAddr,
+    /// Host put in Via and Contact. Default: the listen address, or 127.0.0.1 when that is unspecified.
+    pub advertised_host: Option<String>,
+    /// User part of From and Contact when the request has no sipLogin. Default `sipcast`.
+    pub default_user: String,
+    /// RFC 3261 17.1.1.1 T1, the round-trip estimate, in milliseconds. Default 500.
+    pub t1_ms: u64,
+    /// RFC 3261 T2, the cap on non-INVITE request retransmit intervals, in milliseconds. Default 4000.
+    pub t2_ms: u64,
+    /// RFC 3261 T4, how long a message stays in the network, in milliseconds. Default 5000.
+    pub t4_ms: u64,
+    /// User-Agent header. Default `sipcast/<version>`.
+    pub user_agent: String,
+    /// Seconds an INVITE may ring (after a provisional response) before it is cancelled. Default 60.
+    pub no_answer_timeout_secs: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5060)),
+            advertised_host: None,
+            default_user: "sipcast".to_owned(),
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            user_agent: concat!("sipcast/", env!("CARGO_PKG_VERSION")).to_owned(),
+            no_answer_timeout_secs: 60,
+        }
+    }
+}
+
+impl SipConfig {
+    /// The host written into Via and Contact.
+    pub fn advertised_host(&self) -> String {
+        match &self.advertised_host {
+            Some(host) => host.clone(),
+            None if self.listen.ip().is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
+            None => self.listen.ip().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Local address the RTP sockets bind to. Default `0.0.0.0`.
+    pub rtp_bind: IpAddr,
+    /// Address written into the SDP offer's c= line. Default: rtp_bind, or 127.0.0.1 when unspecified.
+    pub advertised_ip: Option<IpAddr>,
+    /// First port of the RTP range (even; RTP takes even ports, RTCP the next odd one). Default 20000.
+    pub rtp_port_min: u16,
+    /// Last port of the RTP range. Default 29999.
+    pub rtp_port_max: u16,
+    /// Directory holding the `*.pipeline` templates. Default `pipelines`.
+    pub pipelines_dir: PathBuf,
+    /// Template for G.711 audio calls. Default `audio-g711-aac.pipeline`.
+    pub audio_g711_template: String,
+    /// Jitter buffer latency in milliseconds, filled into `{jitter_latency_ms}`. Default 200.
+    pub jitter_latency_ms: u32,
+    /// AAC bitrate in bits per second, filled into `{aac_bitrate}`. Default 64000.
+    pub aac_bitrate: u32,
+    /// How long to wait for a pipeline to drain after EOS before it is torn down, in milliseconds. Default 3000.
+    pub eos_timeout_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            rtp_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            advertised_ip: None,
+            rtp_port_min: 20000,
+            rtp_port_max: 29999,
+            pipelines_dir: PathBuf::from("pipelines"),
+            audio_g711_template: "audio-g711-aac.pipeline".to_owned(),
+            jitter_latency_ms: 200,
+            aac_bitrate: 64000,
+            eos_timeout_ms: 3000,
+        }
+    }
+}
+
+impl MediaConfig {
+    pub fn advertised_ip(&self) -> IpAddr {
+        match self.advertised_ip {
+            Some(ip) => ip,
+            None if self.rtp_bind.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => self.rtp_bind,
+        }
+    }
+
+    pub fn eos_timeout(&self) -> Duration {
+        Duration::from_millis(self.eos_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// Most calls alive at once; more get 503. Default 500.
+    pub max_calls: usize,
+    /// How long an ended call stays visible to call/find, in seconds. Default 30.
+    pub keep_finished_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            max_calls: 500,
+            keep_finished_secs: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message: message.to_owned(),
+        };
+        let m = &self.media;
+        if m.rtp_port_min % 2 != 0 {
+            return Err(invalid(
+                "media.rtp_port_min",
+                "must be even (RTP on even ports, RTCP on odd)",
+            ));
+        }
+        if m.rtp_port_min == 0 || m.rtp_port_max <= m.rtp_port_min {
+            return Err(invalid(
+                "media.rtp_port_max",
+                "must be greater than media.rtp_port_min (> 0)",
+            ));
+        }
+        let s = &self.sip;
+        if s.t1_ms == 0 || s.t2_ms < s.t1_ms || s.t4_ms == 0 {
+            return Err(invalid(
+                "sip.t1_ms",
+                "timers must be positive and t2_ms >= t1_ms",
+            ));
+        }
+        if self.calls.max_calls == 0 {
+            return Err(invalid("calls.max_calls", "must be at least 1"));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::parse("", Path::new("t.toml")).unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(c.sip.t1_ms, 500);
+        assert_eq!(c.media.rtp_port_min, 20000);
+        assert_eq!(c.sip.advertised_host(), "127.0.0.1");
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name() {
+        let err = Config::parse("[sip]\nlisten_port = 5060\n", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn odd_port_range_is_refused() {
+        let err =
+            Config::parse("[media]\nrtp_port_min = 20001\n", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("media.rtp_port_min"), "{err}");
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sipcast.toml");
+        Config::load(&path).unwrap();
+    }
+}

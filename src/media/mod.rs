@@ -1,0 +1,17 @@
+//! Media: RTP ports, pipeline templates, and one GStreamer pipeline per call. Besides `plugins/`, the only
+//! room that knows GStreamer.
+
+pub mod pipeline;
+pub mod ports;
+pub mod template;
+
+pub use pipeline::{CallPipeline, MediaEvent, MediaEventKind};
+pub use ports::PortAllocator;
+pub use template::{Templates, Values};
+
+/// Initialises GStreamer and registers the gateway's own elements (plugins/). Call once at start-up.
+pub fn init() -> Result<(), gst::glib::Error> {
+    gst::init()?;
+    sipcastkeepalive::plugin_register_static()
+        .map_err(|e| gst::glib::Error::new(gst::CoreError::Failed, &e.to_string()))
+}
