@@ -435,13 +435,17 @@ impl UserAgent {
         }
     }
 
-    fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
-        let Some(dialog) = leg.dialog.clone() else {
-            return;
-        };
-        leg.cseq += 1;
+    /// A request inside the dialog (RFC 3261 12.2.1.1): Request-URI the remote target, Route the route set,
+    /// a fresh branch. Returns the bytes (or why they cannot be built) and the branch.
+    fn in_dialog_request(
+        &mut self,
+        leg: &Leg,
+        dialog: &Dialog,
+        method: rsip::Method,
+        cseq: u32,
+    ) -> (Result<Vec<u8>, message::MessageError>, String) {
         let (via, branch) = self.via();
-        let mut builder = RequestBuilder::new(rsip::Method::Bye, dialog.remote_target.clone())
+        let mut builder = RequestBuilder::new(method, dialog.remote_target.clone())
             .header("Via", via)
             .header("Max-Forwards", "70");
         for route in &dialog.route_set {
@@ -454,9 +458,18 @@ impl UserAgent {
             )
             .header("To", dialog.to.clone())
             .header("Call-ID", leg.call_id.clone())
-            .header("CSeq", format!("{} BYE", leg.cseq))
+            .header("CSeq", format!("{cseq} {method}"))
             .header("User-Agent", self.config.user_agent.clone())
             .build();
+        (built, branch)
+    }
+
+    fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
+        let Some(dialog) = leg.dialog.clone() else {
+            return;
+        };
+        leg.cseq += 1;
+        let (built, branch) = self.in_dialog_request(leg, &dialog, rsip::Method::Bye, leg.cseq);
         leg.phase = Phase::Ending;
         let destination = self.in_dialog_destination(leg, &dialog);
         match built {
@@ -631,23 +644,8 @@ impl UserAgent {
             ack_destination: leg.spec.destination,
         };
         dialog.ack_destination = self.in_dialog_destination(leg, &dialog);
-        let (via, _) = self.via();
-        let mut builder = RequestBuilder::new(rsip::Method::Ack, dialog.remote_target.clone())
-            .header("Via", via)
-            .header("Max-Forwards", "70");
-        for route in &dialog.route_set {
-            builder = builder.header("Route", route.clone());
-        }
-        let built = builder
-            .header(
-                "From",
-                format!("<{}>;tag={}", leg.spec.from_uri, leg.local_tag),
-            )
-            .header("To", dialog.to.clone())
-            .header("Call-ID", leg.call_id.clone())
-            .header("CSeq", format!("{} ACK", leg.invite_cseq))
-            .header("User-Agent", self.config.user_agent.clone())
-            .build();
+        // 13.2.2.4: the 2xx ACK is a request of its own, with the INVITE's CSeq number.
+        let (built, _) = self.in_dialog_request(leg, &dialog, rsip::Method::Ack, leg.invite_cseq);
         match built {
             Ok(ack) => {
                 dialog.ack = ack.clone();
