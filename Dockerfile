@@ -11,7 +11,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-      gstreamer1.0-plugins-ugly gstreamer1.0-libav ca-certificates \
+      gstreamer1.0-plugins-ugly gstreamer1.0-libav glib-networking ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/sipcast
 COPY --from=build /src/target/release/sipcast /usr/local/bin/sipcast

@@ -23,7 +23,7 @@ run: build-release
 test: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	$(CARGO) test --locked --workspace
+	$(CARGO) test --locked --workspace --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check

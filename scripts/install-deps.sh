@@ -13,9 +13,10 @@ run_packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  glib-networking
 )
 test_packages=(
-  baresip-core kamailio nginx libnginx-mod-rtmp ffmpeg
+  baresip-core kamailio nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg openssl
 )
 
 case "$profile" in

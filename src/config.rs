@@ -31,6 +31,8 @@ pub struct Config {
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub calls: CallsConfig,
+    pub rtmp: RtmpConfig,
+    pub recording: RecordingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +115,10 @@ pub struct MediaConfig {
     pub pipelines_dir: PathBuf,
     /// Template for G.711 audio calls. Default `audio-g711-aac.pipeline`.
     pub audio_g711_template: String,
+    /// Template for each RTMP target. Default `output-rtmp.pipeline`.
+    pub rtmp_output_template: String,
+    /// Template for call recordings. Default `output-file.pipeline`.
+    pub file_output_template: String,
     /// Jitter buffer latency in milliseconds, filled into `{jitter_latency_ms}`. Default 200.
     pub jitter_latency_ms: u32,
     /// AAC bitrate in bits per second, filled into `{aac_bitrate}`. Default 64000.
@@ -130,6 +136,8 @@ impl Default for MediaConfig {
             rtp_port_max: 29999,
             pipelines_dir: PathBuf::from("pipelines"),
             audio_g711_template: "audio-g711-aac.pipeline".to_owned(),
+            rtmp_output_template: "output-rtmp.pipeline".to_owned(),
+            file_output_template: "output-file.pipeline".to_owned(),
             jitter_latency_ms: 200,
             aac_bitrate: 64000,
             eos_timeout_ms: 3000,
@@ -165,6 +173,53 @@ impl Default for CallsConfig {
         Self {
             max_calls: 500,
             keep_finished_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// First reconnect delay after a target fails, in milliseconds. Default 500.
+    pub reconnect_initial_ms: u64,
+    /// Longest reconnect delay, in milliseconds. Default 10000. Retries go on while the call lives.
+    pub reconnect_max_ms: u64,
+    /// Each delay is the previous one times this. Default 1.25 (a short outage is bridged quickly; the cap
+    /// is reached after about 40 s of failures).
+    pub reconnect_multiplier: f64,
+    /// A live rtmp:// target's server is probed (an RTMP handshake on a second connection) this often; no
+    /// answer within the same time counts as a stalled server and the target is reconnected. 0 turns the
+    /// probe off. Default 10 seconds. (A stalled server keeps accepting bytes into socket buffers for
+    /// minutes, so bytes sent cannot tell.)
+    pub liveness_secs: u64,
+    /// Accept any TLS certificate for rtmps:// targets. Only for tests with self-signed certificates.
+    /// Default false.
+    pub tls_accept_invalid_certs: bool,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            reconnect_initial_ms: 500,
+            reconnect_max_ms: 10_000,
+            reconnect_multiplier: 1.25,
+            liveness_secs: 10,
+            tls_accept_invalid_certs: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Directory for call recordings (startup field `record`), one FLV per call. Default `recordings`.
+    pub dir: PathBuf,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("recordings"),
         }
     }
 }
@@ -213,6 +268,16 @@ impl Config {
             return Err(invalid(
                 "sip.t1_ms",
                 "timers must be positive and t2_ms >= t1_ms",
+            ));
+        }
+        let r = &self.rtmp;
+        if r.reconnect_initial_ms == 0
+            || r.reconnect_max_ms < r.reconnect_initial_ms
+            || !(1.0..=10.0).contains(&r.reconnect_multiplier)
+        {
+            return Err(invalid(
+                "rtmp.reconnect_initial_ms",
+                "need 0 < initial <= max and a multiplier in 1.0..=10.0",
             ));
         }
         if self.calls.max_calls == 0 {

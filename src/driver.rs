@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::call::{CallStatus, Registry, RtmpStatus, SipFollowUp};
 use crate::config::Config;
-use crate::media::pipeline::{Destination, Setup};
-use crate::media::{CallPipeline, MediaEvent, MediaEventKind, PortAllocator, Templates, Values};
+use crate::media::{
+    Backoff, CallPipeline, MediaEvent, MediaEventKind, OutputSettings, PortAllocator, Setup,
+    TargetChange, TargetId, TargetKind, Templates, Values,
+};
 use crate::sdp::{self, Direction, Offer};
 use crate::sip::transaction::Timers;
 use crate::sip::ua::{CallSpec, Credentials, LegId, SipEvent, UaConfig, UserAgent};
@@ -28,6 +30,33 @@ pub enum Command {
     Terminate(LegId),
     /// Hang up every call, wait for their streams to end (bounded), then answer.
     Shutdown(oneshot::Sender<()>),
+    /// Add an RTMP target to a live call (republishing); answers the target's id.
+    PushStart {
+        call_id: String,
+        target: TargetKind,
+        reply: oneshot::Sender<Result<TargetId, PushError>>,
+    },
+    /// End one target of a call, leaving the call and its other targets untouched.
+    PushStop {
+        call_id: String,
+        target: TargetId,
+        reply: oneshot::Sender<Result<(), PushError>>,
+    },
+}
+
+/// Why a push command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("no live call with this callId")]
+    NoCall,
+    #[error("the call has no media yet (not established)")]
+    NoMedia,
+    #[error("the call already publishes to this target")]
+    Duplicate,
+    #[error("the call has no such target")]
+    NoTarget,
+    #[error("the target could not be started: {0}")]
+    Media(String),
 }
 
 /// Capacity of the API -> driver queue; a full queue answers 503 instead of blocking a request.
@@ -45,7 +74,17 @@ pub enum DriverError {
 /// Results of work done off the driver task.
 enum Internal {
     Resolved(LegId, Result<SocketAddr, String>),
+    /// A liveness probe of a call's target: `None` when the server answered.
+    Probed {
+        leg: LegId,
+        target: TargetId,
+        generation: u64,
+        failure: Option<String>,
+    },
 }
+
+/// The target every call starts with (its rtmpUrl/rtmpStream); its status is the call's rtmpStreamStatus.
+const PRIMARY_TARGET: TargetId = 1;
 
 /// Media state of one call.
 struct MediaSlot {
@@ -135,6 +174,12 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.ua.poll_timeout().map(tokio::time::Instant::from_std);
+            let media_deadline = self
+                .media
+                .values()
+                .filter_map(|s| s.pipeline.as_ref().and_then(CallPipeline::next_deadline))
+                .min()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.ua.handle_datagram(Instant::now(), from, &buf[..len]),
@@ -150,6 +195,7 @@ impl Driver {
                 Some(internal) = self.internal_rx.recv() => self.on_internal(internal),
                 Some(event) = self.media_rx.recv() => self.on_media_event(event),
                 _ = tick.tick() => self.on_tick(),
+                _ = sleep_until(media_deadline) => self.on_tick(),
             }
             self.pump().await;
             if self.shutdown_complete() {
@@ -194,6 +240,20 @@ impl Driver {
                     self.terminate(leg);
                 }
                 self.shutdown = Some((done, Instant::now() + SHUTDOWN_GRACE));
+            }
+            Command::PushStart {
+                call_id,
+                target,
+                reply,
+            } => {
+                let _ = reply.send(self.push_start(&call_id, target));
+            }
+            Command::PushStop {
+                call_id,
+                target,
+                reply,
+            } => {
+                let _ = reply.send(self.push_stop(&call_id, target));
             }
         }
     }
@@ -251,6 +311,21 @@ impl Driver {
     fn on_internal(&mut self, internal: Internal) {
         match internal {
             Internal::Resolved(leg, result) => self.place_call(leg, result),
+            Internal::Probed {
+                leg,
+                target,
+                generation,
+                failure,
+            } => {
+                let change = self
+                    .media
+                    .get_mut(&leg)
+                    .and_then(|s| s.pipeline.as_mut())
+                    .and_then(|p| p.on_probe_result(target, generation, failure));
+                if let Some(change) = change {
+                    self.apply_target_change(leg, change);
+                }
+            }
         }
     }
 
@@ -362,33 +437,120 @@ impl Driver {
             jitter_latency_ms: self.config.media.jitter_latency_ms,
             aac_bitrate: self.config.media.aac_bitrate,
         };
-        let destination = Destination {
-            rtmp_url: &record.request.rtmp_url,
-            stream: &record.request.rtmp_stream,
-        };
+        let request = &record.request;
+        let mut targets = vec![TargetKind::Rtmp {
+            url: request.rtmp_url.clone(),
+            stream: request.rtmp_stream.clone(),
+        }];
+        if request.record {
+            targets.push(TargetKind::File {
+                path: recording_path(&self.config.recording.dir, &request.call_id),
+            });
+        }
+        let rtmp = &self.config.rtmp;
         let setup = Setup {
             leg,
-            template: &self.templates.audio_g711,
+            templates: &self.templates,
             values: &values,
             rtp_bind: self.config.media.rtp_bind,
             rtp_port: slot.rtp_port,
             plan: &plan.audio,
-            destination,
+            settings: OutputSettings {
+                backoff: Backoff::new(
+                    Duration::from_millis(rtmp.reconnect_initial_ms),
+                    Duration::from_millis(rtmp.reconnect_max_ms),
+                    rtmp.reconnect_multiplier,
+                ),
+                liveness: (rtmp.liveness_secs > 0).then(|| Duration::from_secs(rtmp.liveness_secs)),
+                tls_accept_invalid: rtmp.tls_accept_invalid_certs,
+            },
+            targets,
         };
-        let started = CallPipeline::start(setup, self.media_tx.clone());
-        match started {
+        match CallPipeline::start(setup, self.media_tx.clone()) {
             Ok(pipeline) => {
-                tracing::info!(call_id = record.request.call_id, codec = plan.audio.codec.encoding_name(), rtp_port = slot.rtp_port, remote = %plan.audio.remote, "media started");
+                tracing::info!(
+                    call_id = request.call_id,
+                    codec = plan.audio.codec.encoding_name(),
+                    rtp_port = slot.rtp_port,
+                    remote = %plan.audio.remote,
+                    record = request.record,
+                    "media started"
+                );
                 slot.pipeline = Some(pipeline);
             }
             Err(e) => {
-                self.fail(
-                    leg,
-                    record.request.rtmp_stream.scrub(&format!("media: {e}")),
-                );
+                self.fail(leg, request.rtmp_stream.scrub(&format!("media: {e}")));
                 self.ua.hangup(Instant::now(), leg);
             }
         }
+    }
+
+    fn call_pipeline(&mut self, call_id: &str) -> Result<&mut CallPipeline, PushError> {
+        let leg = self.registry.live_leg(call_id).ok_or(PushError::NoCall)?;
+        self.media
+            .get_mut(&leg)
+            .and_then(|s| s.pipeline.as_mut())
+            .ok_or(PushError::NoMedia)
+    }
+
+    fn push_start(&mut self, call_id: &str, target: TargetKind) -> Result<TargetId, PushError> {
+        let description = target.describe();
+        let pipeline = self.call_pipeline(call_id)?;
+        if pipeline.has_target(&target) {
+            return Err(PushError::Duplicate);
+        }
+        let id = pipeline
+            .add_target(target)
+            .map_err(|e| PushError::Media(e.to_string()))?;
+        tracing::info!(
+            call_id,
+            target = id,
+            destination = description,
+            "target added"
+        );
+        Ok(id)
+    }
+
+    fn push_stop(&mut self, call_id: &str, target: TargetId) -> Result<(), PushError> {
+        if target == PRIMARY_TARGET {
+            // The call's own rtmpUrl ends with the call (call/terminate).
+            return Err(PushError::NoTarget);
+        }
+        self.call_pipeline(call_id)?
+            .remove_target(target)
+            .map_err(|_| PushError::NoTarget)?;
+        tracing::info!(call_id, target, "target removed");
+        Ok(())
+    }
+
+    /// Records a target's status change; the primary target's is the call's rtmpStreamStatus.
+    fn apply_target_change(&mut self, leg: LegId, change: TargetChange) {
+        self.registry.update(leg, |c| {
+            let reason = change
+                .reason
+                .as_deref()
+                .map(|r| c.request.rtmp_stream.scrub(r));
+            match change.status {
+                RtmpStatus::Active => tracing::info!(
+                    call_id = c.request.call_id,
+                    target = change.target,
+                    "RTMP target live"
+                ),
+                status => tracing::warn!(
+                    call_id = c.request.call_id,
+                    target = change.target,
+                    status = status.wcs_name(),
+                    reason = reason.as_deref().unwrap_or(""),
+                    "RTMP target down; reconnecting"
+                ),
+            }
+            if change.target == PRIMARY_TARGET && c.rtmp_status != change.status {
+                c.rtmp_status = change.status;
+                if let Some(reason) = reason {
+                    c.reason = Some(format!("RTMP: {reason}"));
+                }
+            }
+        });
     }
 
     /// Ends a call's pipeline (with EOS when `clean`); its port returns once it is down.
@@ -435,28 +597,19 @@ impl Driver {
                 self.ports.release(rtp_port);
                 self.media.remove(&leg);
             }
-            MediaEventKind::RtmpError(reason) => {
-                let was_active = self
+            MediaEventKind::OutputFailed {
+                target,
+                generation,
+                reason,
+            } => {
+                let change = self
                     .media
-                    .get(&leg)
-                    .and_then(|s| s.pipeline.as_ref())
-                    .is_some_and(CallPipeline::was_active);
-                let status = if was_active {
-                    RtmpStatus::ConnectionLost
-                } else {
-                    RtmpStatus::ConnectionFailed
-                };
-                self.registry.update(leg, |c| {
-                    tracing::warn!(
-                        call_id = c.request.call_id,
-                        status = status.wcs_name(),
-                        "RTMP output failed: {reason}"
-                    );
-                    c.rtmp_status = status;
-                    c.reason = Some(format!("RTMP: {reason}"));
-                });
-                // The SIP call goes on; reconnecting the output is issue #6's work.
-                self.stop_media(leg, false);
+                    .get_mut(&leg)
+                    .and_then(|s| s.pipeline.as_mut())
+                    .and_then(|p| p.on_output_failed(target, generation, reason));
+                if let Some(change) = change {
+                    self.apply_target_change(leg, change);
+                }
             }
             MediaEventKind::Failed(reason) => {
                 self.fail(leg, format!("media pipeline: {reason}"));
@@ -469,24 +622,86 @@ impl Driver {
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.registry.purge(now);
-        let mut became_active = Vec::new();
+        let mut changes = Vec::new();
+        let probe_timeout = Duration::from_secs(self.config.rtmp.liveness_secs.max(1));
         for (leg, slot) in &mut self.media {
-            if let Some(pipeline) = slot.pipeline.as_mut() {
-                if pipeline.poll_became_active() {
-                    became_active.push(*leg);
-                }
+            let Some(pipeline) = slot.pipeline.as_mut() else {
+                continue;
+            };
+            let (target_changes, probes) = pipeline.poll(now);
+            changes.extend(target_changes.into_iter().map(|c| (*leg, c)));
+            for (target, generation, (host, port)) in probes {
+                let (tx, leg) = (self.internal_tx.clone(), *leg);
+                tokio::spawn(async move {
+                    let failure = rtmp_handshake_probe(&host, port, probe_timeout).await.err();
+                    let _ = tx.send(Internal::Probed {
+                        leg,
+                        target,
+                        generation,
+                        failure,
+                    });
+                });
             }
+            let figures = pipeline.figures();
+            self.registry.update(*leg, |c| c.media = Some(figures));
         }
-        for leg in became_active {
-            self.registry.update(leg, |c| {
-                c.rtmp_status = RtmpStatus::Active;
-                tracing::info!(
-                    call_id = c.request.call_id,
-                    status = RtmpStatus::Active.wcs_name(),
-                    "RTMP output live"
-                );
-            });
+        for (leg, change) in changes {
+            self.apply_target_change(leg, change);
         }
+    }
+}
+
+/// The file a call's recording goes to: `<dir>/<callId>-<unix seconds>.flv`, the callId reduced to
+/// characters safe in a file name.
+fn recording_path(dir: &std::path::Path, call_id: &str) -> std::path::PathBuf {
+    let safe: String = call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    dir.join(format!("{safe}-{unix}.flv"))
+}
+
+/// Liveness of an RTMP server: a second connection whose handshake (RTMP 5.2: C0+C1 out, S0+S1 back) must
+/// complete within `timeout`. A stopped or wedged server accepts the TCP connection in its kernel but
+/// never answers.
+async fn rtmp_handshake_probe(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        // C0: version 3; C1: time 0, zero, 1528 bytes of zeros (random bytes are not needed for a probe).
+        let mut hello = vec![0u8; 1 + 1536];
+        hello[0] = 3;
+        stream
+            .write_all(&hello)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let mut answer = vec![0u8; 1 + 1536];
+        stream
+            .read_exact(&mut answer)
+            .await
+            .map_err(|e| format!("receive: {e}"))?;
+        Ok::<(), String>(())
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => {
+            result.map_err(|e| format!("RTMP server stalled: liveness probe failed ({e})"))
+        }
+        Err(_) => Err(format!(
+            "RTMP server stalled: no handshake answer within {} s",
+            timeout.as_secs()
+        )),
     }
 }
 

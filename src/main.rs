@@ -13,7 +13,7 @@ use sipcast::api::{self, AppState};
 use sipcast::call::Registry;
 use sipcast::config::Config;
 use sipcast::driver::{Command, Driver, COMMAND_QUEUE};
-use sipcast::media::{self, Templates};
+use sipcast::media::{self, TemplateNames, Templates};
 
 #[derive(Parser)]
 #[command(version, about = "SIP-to-RTMP gateway with a WCS-compatible REST API")]
@@ -37,9 +37,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = Arc::new(Config::load(&args.config)?);
     media::init().context("GStreamer did not initialise")?;
+    let names = TemplateNames {
+        audio_g711: &config.media.audio_g711_template,
+        rtmp_output: &config.media.rtmp_output_template,
+        file_output: &config.media.file_output_template,
+    };
     let templates = Templates::load(
         &config.media.pipelines_dir,
-        &config.media.audio_g711_template,
+        &names,
         config.media.jitter_latency_ms,
         config.media.aac_bitrate,
     )?;

@@ -1,25 +1,26 @@
 //! Acceptance (issue 2, 6): `make run` on this checkout builds and starts the gateway with
 //! config/sipcast.toml, and GET and POST /rest-api/call/find_all answer (404 with no calls, as WCS).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn http(method: &str) -> Option<(u16, String)> {
-    let mut stream =
-        TcpStream::connect_timeout(&"127.0.0.1:8081".parse().ok()?, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let body = if method == "POST" { "{}" } else { "" };
-    let request = format!(
-        "{method} /rest-api/call/find_all HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response))
+use common::peers::{descendants_of, send_signal};
+
+/// Status and body of find_all, or `None` while nothing answers on 127.0.0.1:8081.
+fn find_all(client: &reqwest::blocking::Client, method: &str) -> Option<(u16, String)> {
+    let url = "http://127.0.0.1:8081/rest-api/call/find_all";
+    let request = match method {
+        "POST" => client
+            .post(url)
+            .header("content-type", "application/json")
+            .body("{}"),
+        _ => client.get(url),
+    };
+    let response = request.send().ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().ok()?))
 }
 
 #[test]
@@ -28,45 +29,52 @@ fn make_run_serves_find_all() {
     let log_path =
         std::env::temp_dir().join(format!("sipcast-make-run-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new("setsid")
-        .args(["make", "--no-print-directory", "run"])
+    let mut make = Command::new("make")
+        .args(["--no-print-directory", "run"])
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("make is installed");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     // The first run builds the release binary: allow for it.
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut answers = None;
+    let mut exited = None;
     while Instant::now() < deadline {
-        if let (Some(get), Some(post)) = (http("GET"), http("POST")) {
+        if let (Some(get), Some(post)) = (find_all(&client, "GET"), find_all(&client, "POST")) {
             answers = Some((get, post));
             break;
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "make run exited with {status}:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
+        if let Ok(Some(status)) = make.try_wait() {
+            exited = Some(status);
+            break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    // Stop the whole process group (make and the gateway it started).
-    let _ = Command::new("kill")
-        .args(["-TERM", &format!("-{}", child.id())])
-        .status();
-    let stopped = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        matches!(child.try_wait(), Ok(Some(_)))
+    // Stop the gateway make started (SIGTERM: its graceful shutdown), then make itself.
+    let gateway_pids = descendants_of(make.id());
+    for pid in &gateway_pids {
+        send_signal(*pid, "TERM");
+    }
+    let stopped = common::wait_until(Duration::from_secs(10), || {
+        matches!(make.try_wait(), Ok(Some(_)))
     });
     if !stopped {
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", child.id())])
-            .status();
-        let _ = child.wait();
+        for pid in descendants_of(make.id()) {
+            send_signal(pid, "KILL");
+        }
+        let _ = make.kill();
+        let _ = make.wait();
     }
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if let Some(status) = exited {
+        panic!("make run exited with {status} before answering:\n{log}");
+    }
     let ((get_status, get_body), (post_status, _)) =
         answers.unwrap_or_else(|| panic!("find_all never answered:\n{log}"));
     assert_eq!(get_status, 404, "GET find_all with no calls: {get_body}");
@@ -74,5 +82,9 @@ fn make_run_serves_find_all() {
     assert!(get_body.contains("\"error\""), "{get_body}");
     assert!(log.contains("sipcast ready"), "{log}");
     assert!(stopped, "the gateway stops on SIGTERM:\n{log}");
+    assert!(
+        log.contains("sipcast stopped"),
+        "graceful shutdown ran:\n{log}"
+    );
     let _ = std::fs::remove_file(&log_path);
 }

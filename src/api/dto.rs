@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::call::{CallFilter, CallSnapshot, CallStatus, StartRequest};
+use crate::media::{MediaFigures, TargetId, TargetKind};
 use crate::secret::{Password, StreamKey};
 use crate::sip::ua::is_sip_uri;
 
@@ -31,6 +32,7 @@ const STARTUP_FIELDS: &[&str] = &[
     "sipRegisterRequired",
     "appKey",
     "toStream",
+    "record",
 ];
 
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -161,26 +163,8 @@ pub fn start_request(
         ));
     }
     let callee = required_string(o, "callee")?;
-    let rtmp_url = required_string(o, "rtmpUrl")?;
-    let lower = rtmp_url.to_ascii_lowercase();
-    let after_scheme = lower
-        .strip_prefix("rtmp://")
-        .or_else(|| lower.strip_prefix("rtmps://"));
-    if after_scheme.is_none_or(|rest| rest.split('/').next().unwrap_or_default().is_empty())
-        || rtmp_url.contains(char::is_whitespace)
-    {
-        return Err(ApiError::bad_field(
-            "rtmpUrl",
-            "rtmpUrl must be rtmp://host[:port]/app or rtmps://...",
-        ));
-    }
-    let rtmp_stream = required_string(o, "rtmpStream")?;
-    if rtmp_stream.contains(char::is_whitespace) {
-        return Err(ApiError::bad_field(
-            "rtmpStream",
-            "rtmpStream must not contain whitespace",
-        ));
-    }
+    let rtmp_url = rtmp_url(o)?;
+    let rtmp_stream = rtmp_stream(o)?;
     let has_audio = optional_bool(o, "hasAudio")?.unwrap_or(true);
     let has_video = optional_bool(o, "hasVideo")?.unwrap_or(false);
     let register = optional_bool(o, "sipRegisterRequired")?.unwrap_or(false);
@@ -283,12 +267,70 @@ pub fn start_request(
         next_hop_port,
         via_outbound_proxy,
         rtmp_url,
-        rtmp_stream: StreamKey::new(rtmp_stream),
+        rtmp_stream,
         has_audio,
         has_video,
         app_key: optional_string(o, "appKey")?,
         to_stream: optional_string(o, "toStream")?,
+        record: optional_bool(o, "record")?.unwrap_or(false),
     })
+}
+
+/// Validates an rtmpUrl (rtmp:// or rtmps:// with a host).
+fn rtmp_url(o: &Map<String, Value>) -> Result<String, ApiError> {
+    let rtmp_url = required_string(o, "rtmpUrl")?;
+    let lower = rtmp_url.to_ascii_lowercase();
+    let after_scheme = lower
+        .strip_prefix("rtmp://")
+        .or_else(|| lower.strip_prefix("rtmps://"));
+    if after_scheme.is_none_or(|rest| rest.split('/').next().unwrap_or_default().is_empty())
+        || rtmp_url.contains(char::is_whitespace)
+    {
+        return Err(ApiError::bad_field(
+            "rtmpUrl",
+            "rtmpUrl must be rtmp://host[:port]/app or rtmps://...",
+        ));
+    }
+    Ok(rtmp_url)
+}
+
+fn rtmp_stream(o: &Map<String, Value>) -> Result<StreamKey, ApiError> {
+    let stream = required_string(o, "rtmpStream")?;
+    if stream.contains(char::is_whitespace) {
+        return Err(ApiError::bad_field(
+            "rtmpStream",
+            "rtmpStream must not contain whitespace",
+        ));
+    }
+    Ok(StreamKey::new(stream))
+}
+
+/// A push/startup body: `{callId, rtmpUrl, rtmpStream}`.
+pub fn push_request(o: &Map<String, Value>) -> Result<(String, TargetKind), ApiError> {
+    let call_id = required_string(o, "callId")?;
+    Ok((
+        call_id,
+        TargetKind::Rtmp {
+            url: rtmp_url(o)?,
+            stream: rtmp_stream(o)?,
+        },
+    ))
+}
+
+/// A push target's id as the API shows it: `<callId>/<target>`.
+pub fn media_session_id(call_id: &str, target: TargetId) -> String {
+    format!("{call_id}/{target}")
+}
+
+pub fn parse_media_session_id(id: &str) -> Result<(String, TargetId), ApiError> {
+    id.rsplit_once('/')
+        .and_then(|(call, target)| Some((call.to_owned(), target.parse().ok()?)))
+        .ok_or_else(|| {
+            ApiError::bad_field(
+                "mediaSessionId",
+                "mediaSessionId is <callId>/<n> as push/startup answered",
+            )
+        })
 }
 
 /// A call/find body: any of callId, status, callee, rtmpUrl, appKey.
@@ -325,5 +367,34 @@ pub fn call_json(c: &CallSnapshot) -> Value {
         "appKey": c.app_key,
         "toStream": c.to_stream,
         "info": c.reason,
+        "mediaStats": c.media.as_ref().map(media_json),
+    })
+}
+
+/// The media figures of a call (sipcast's addition to WCS's call object). Targets show redacted.
+fn media_json(m: &MediaFigures) -> Value {
+    let targets: Vec<Value> = m
+        .targets
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.target,
+                "target": t.description,
+                "kind": if t.is_rtmp { "rtmp" } else { "file" },
+                "status": t.status.wcs_name(),
+                "info": t.reason,
+                "bytesOut": t.bytes_out,
+                "reconnects": t.reconnects,
+                "lastReconnectUnixMs": t.last_reconnect_unix_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "rtpPacketsIn": m.rtp_packets_in,
+        "rtpBytesIn": m.rtp_bytes_in,
+        "rtpLost": m.rtp_lost,
+        "jitterMs": m.jitter_us as f64 / 1000.0,
+        "answerToFirstRtmpByteMs": m.answer_to_first_rtmp_ms,
+        "targets": targets,
     })
 }

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::call::{AdmitError, Fault};
+use crate::driver::PushError;
 
 /// An error response: `{"error": "...", "field": "..."}` (field only when one field is at fault).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,21 @@ impl From<AdmitError> for ApiError {
             status: status_for(e.fault()),
             message: e.to_string(),
             field,
+        }
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> Self {
+        let status = match e {
+            PushError::NoCall | PushError::NoTarget => StatusCode::NOT_FOUND,
+            PushError::NoMedia | PushError::Duplicate => status_for(Fault::Client),
+            PushError::Media(_) => status_for(Fault::Gateway),
+        };
+        Self {
+            status,
+            message: e.to_string(),
+            field: None,
         }
     }
 }

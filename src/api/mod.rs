@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use error::ApiError;
 
@@ -53,6 +53,8 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/rest-api/call/terminate", post(terminate))
         .route("/rest-api/call/find", post(find))
         .route("/rest-api/call/find_all", post(find_all).get(find_all))
+        .route("/rest-api/push/startup", post(push_startup))
+        .route("/rest-api/push/terminate", post(push_terminate))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -107,6 +109,47 @@ async fn find_all(State(state): State<AppState>) -> Result<Response, ApiError> {
         return Err(ApiError::not_found("no calls"));
     }
     Ok(Json(found.iter().map(dto::call_json).collect::<Vec<_>>()).into_response())
+}
+
+/// Sends a command that answers through a oneshot, mapping a gone driver to 503.
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .commands
+        .try_send(make(reply))
+        .map_err(|_| ApiError::overloaded())?;
+    answer.await.map_err(|_| ApiError::overloaded())
+}
+
+async fn push_startup(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let object = dto::parse_object(&body)?;
+    let (call_id, target) = dto::push_request(&object)?;
+    let id = ask(&state, |reply| Command::PushStart {
+        call_id: call_id.clone(),
+        target,
+        reply,
+    })
+    .await??;
+    Ok(
+        Json(serde_json::json!({ "mediaSessionId": dto::media_session_id(&call_id, id) }))
+            .into_response(),
+    )
+}
+
+async fn push_terminate(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let object = dto::parse_object(&body)?;
+    let (call_id, target) =
+        dto::parse_media_session_id(&dto::required_string(&object, "mediaSessionId")?)?;
+    ask(&state, |reply| Command::PushStop {
+        call_id,
+        target,
+        reply,
+    })
+    .await??;
+    Ok(empty_ok())
 }
 
 #[cfg(test)]

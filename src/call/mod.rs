@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::media::MediaFigures;
 use crate::secret::{Password, StreamKey};
 use crate::sip::ua::{EndReason, LegId, SipEvent};
 
@@ -111,6 +112,8 @@ pub struct StartRequest {
     pub has_video: bool,
     pub app_key: Option<String>,
     pub to_stream: Option<String>,
+    /// Also record the call to a file (config recording.dir).
+    pub record: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +148,8 @@ pub struct CallRecord {
     /// Why the call failed or ended, safe to show (secrets scrubbed).
     pub reason: Option<String>,
     pub hangup_requested: bool,
+    /// The media figures, refreshed while media runs and kept after it ends.
+    pub media: Option<MediaFigures>,
     pub created_at: Instant,
     pub established_at: Option<Instant>,
     pub ended_at: Option<Instant>,
@@ -160,6 +165,7 @@ impl CallRecord {
             rtmp_status: RtmpStatus::Wait,
             reason: None,
             hangup_requested: false,
+            media: None,
             created_at: now,
             established_at: None,
             ended_at: None,
@@ -263,6 +269,7 @@ pub struct CallSnapshot {
     pub app_key: Option<String>,
     pub to_stream: Option<String>,
     pub reason: Option<String>,
+    pub media: Option<MediaFigures>,
 }
 
 /// A `call/find` filter: every given field must match.
@@ -444,6 +451,7 @@ fn snapshot(c: &CallRecord) -> CallSnapshot {
         app_key: c.request.app_key.clone(),
         to_stream: c.request.to_stream.clone(),
         reason: c.reason.as_ref().map(|r| c.request.rtmp_stream.scrub(r)),
+        media: c.media.clone(),
     }
 }
 
@@ -469,6 +477,7 @@ pub(crate) mod tests {
             has_video: false,
             app_key: None,
             to_stream: None,
+            record: false,
         }
     }
 

@@ -1,6 +1,9 @@
 //! Pipeline templates: gst-launch descriptions in `pipelines/*.pipeline` with `{placeholders}` and a contract
 //! of element names the gateway drives. Checked at start-up so a broken template stops the gateway with a
 //! message naming the file and the problem, not a call at 3 a.m.
+//!
+//! Two kinds: the call template (RTP in, FLV out of an element named `mux`) and output templates (FLV in
+//! through an appsrc named `flv_in`, out to one RTMP target or one file).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,13 +12,53 @@ use gst::prelude::*;
 
 use crate::sdp::AudioCodec;
 
-/// The element names every template must declare, and what the gateway does with them.
+/// Element names of the contracts.
 pub const RTP_IN: &str = "rtp_in";
+pub const MUX: &str = "mux";
+pub const JITTER: &str = "jitter";
+pub const FLV_IN: &str = "flv_in";
 pub const RTMP_OUT: &str = "rtmp_out";
+pub const FILE_OUT: &str = "file_out";
 
-/// Properties the gateway sets on the named elements; the template must not depend on them being absent.
-const RTP_IN_PROPERTIES: &[&str] = &["address", "port", "caps", "reuse"];
-const RTMP_OUT_PROPERTIES: &[&str] = &["location"];
+/// What a template must contain: (element name, why, properties the gateway sets on it).
+type Contract = &'static [(&'static str, &'static str, &'static [&'static str])];
+
+const CALL_CONTRACT: Contract = &[
+    (
+        RTP_IN,
+        "the udpsrc the call's RTP arrives on",
+        &["address", "port", "caps", "reuse"],
+    ),
+    (
+        MUX,
+        "the flvmux whose output the gateway fans out to the call's targets",
+        &["streamable"],
+    ),
+];
+const RTMP_OUTPUT_CONTRACT: Contract = &[
+    (
+        FLV_IN,
+        "the appsrc the call's FLV enters by",
+        &["caps", "is-live"],
+    ),
+    (
+        RTMP_OUT,
+        "the RTMP sink the gateway points at rtmpUrl/rtmpStream",
+        &["location"],
+    ),
+];
+const FILE_OUTPUT_CONTRACT: Contract = &[
+    (
+        FLV_IN,
+        "the appsrc the call's FLV enters by",
+        &["caps", "is-live"],
+    ),
+    (
+        FILE_OUT,
+        "the file sink the gateway points at the recording's path",
+        &["location"],
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -46,8 +89,16 @@ pub enum TemplateError {
         name: &'static str,
         property: &'static str,
     },
-    #[error("pipeline template {path}: not found in {dir} (config media.audio_g711_template)")]
-    NotFound { path: PathBuf, dir: PathBuf },
+    #[error(
+        "pipeline template {path}: {name:?} must leave its src pad unlinked: the gateway links it"
+    )]
+    MuxLinked { path: PathBuf, name: &'static str },
+    #[error("pipeline template {path}: not found in {dir} (config media.{setting})")]
+    NotFound {
+        path: PathBuf,
+        dir: PathBuf,
+        setting: &'static str,
+    },
 }
 
 /// Values for the placeholders of one call.
@@ -78,10 +129,11 @@ impl Values {
 pub struct Template {
     pub path: PathBuf,
     text: String,
+    contract: Contract,
 }
 
 impl Template {
-    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+    fn load(path: &Path, contract: Contract) -> Result<Self, TemplateError> {
         let raw = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
             path: path.to_owned(),
             source,
@@ -95,13 +147,12 @@ impl Template {
         Ok(Self {
             path: path.to_owned(),
             text,
+            contract,
         })
     }
 
-    /// The description with placeholders filled. Never log it: it is built to hold no secret, but it is
-    /// the operator's tuning, not ours to print.
-    pub fn fill(&self, values: &Values) -> Result<String, TemplateError> {
-        let map = values.map();
+    /// The description with placeholders filled.
+    pub fn fill(&self, values: &BTreeMap<&'static str, String>) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(self.text.len());
         let mut rest = self.text.as_str();
         while let Some(start) = rest.find('{') {
@@ -111,12 +162,12 @@ impl Template {
                 path: self.path.clone(),
             })?;
             let name = &after[..end];
-            let value = map
+            let value = values
                 .get(name)
                 .ok_or_else(|| TemplateError::UnknownPlaceholder {
                     path: self.path.clone(),
                     name: name.to_owned(),
-                    known: map.keys().copied().collect::<Vec<_>>().join(", "),
+                    known: values.keys().copied().collect::<Vec<_>>().join(", "),
                 })?;
             out.push_str(value);
             rest = &after[end + 1..];
@@ -125,8 +176,11 @@ impl Template {
         Ok(out)
     }
 
-    /// Fills and parses the template into a pipeline, and checks the element contract.
-    pub fn instantiate(&self, values: &Values) -> Result<gst::Pipeline, TemplateError> {
+    /// Fills and parses the template into a pipeline, and checks its contract.
+    fn instantiate_with(
+        &self,
+        values: &BTreeMap<&'static str, String>,
+    ) -> Result<gst::Pipeline, TemplateError> {
         let description = self.fill(values)?;
         let parsed = gst::parse::launch(&description).map_err(|e| TemplateError::Parse {
             path: self.path.clone(),
@@ -138,23 +192,7 @@ impl Template {
                 path: self.path.clone(),
                 message: "the description must be a pipeline of several elements".to_owned(),
             })?;
-        self.check_contract(&pipeline)?;
-        Ok(pipeline)
-    }
-
-    fn check_contract(&self, pipeline: &gst::Pipeline) -> Result<(), TemplateError> {
-        for (name, why, properties) in [
-            (
-                RTP_IN,
-                "the udpsrc the call's RTP arrives on",
-                RTP_IN_PROPERTIES,
-            ),
-            (
-                RTMP_OUT,
-                "the RTMP sink the gateway points at rtmpUrl/rtmpStream",
-                RTMP_OUT_PROPERTIES,
-            ),
-        ] {
+        for (name, why, properties) in self.contract {
             let element = pipeline
                 .by_name(name)
                 .ok_or_else(|| TemplateError::MissingElement {
@@ -162,7 +200,7 @@ impl Template {
                     name,
                     why,
                 })?;
-            for property in properties {
+            for property in *properties {
                 if element.find_property(property).is_none() {
                     return Err(TemplateError::MissingProperty {
                         path: self.path.clone(),
@@ -171,21 +209,24 @@ impl Template {
                     });
                 }
             }
+            if *name == MUX && element.static_pad("src").is_some_and(|p| p.is_linked()) {
+                return Err(TemplateError::MuxLinked {
+                    path: self.path.clone(),
+                    name: MUX,
+                });
+            }
         }
-        Ok(())
+        Ok(pipeline)
     }
 
-    /// Start-up check: the template instantiates for every codec it may be used with.
-    pub fn check(&self, jitter_latency_ms: u32, aac_bitrate: u32) -> Result<(), TemplateError> {
-        for codec in [AudioCodec::Pcmu, AudioCodec::Pcma] {
-            let pipeline = self.instantiate(&Values {
-                codec,
-                jitter_latency_ms,
-                aac_bitrate,
-            })?;
-            drop(pipeline);
-        }
-        Ok(())
+    /// A call pipeline for these values.
+    pub fn instantiate(&self, values: &Values) -> Result<gst::Pipeline, TemplateError> {
+        self.instantiate_with(&values.map())
+    }
+
+    /// An output pipeline (output templates have no placeholders).
+    pub fn instantiate_output(&self) -> Result<gst::Pipeline, TemplateError> {
+        self.instantiate_with(&BTreeMap::new())
     }
 }
 
@@ -193,26 +234,61 @@ impl Template {
 #[derive(Debug, Clone)]
 pub struct Templates {
     pub audio_g711: Template,
+    pub rtmp_output: Template,
+    pub file_output: Template,
+}
+
+/// Which files to load (config `media.*_template`).
+pub struct TemplateNames<'a> {
+    pub audio_g711: &'a str,
+    pub rtmp_output: &'a str,
+    pub file_output: &'a str,
 }
 
 impl Templates {
-    /// Loads the configured templates from `dir` and checks them. Requires `gst::init()`.
+    /// Loads the configured templates from `dir` and checks each one. Requires `gst::init()`.
     pub fn load(
         dir: &Path,
-        audio_g711: &str,
+        names: &TemplateNames<'_>,
         jitter_latency_ms: u32,
         aac_bitrate: u32,
     ) -> Result<Self, TemplateError> {
-        let path = dir.join(audio_g711);
-        if !path.is_file() {
-            return Err(TemplateError::NotFound {
-                path,
-                dir: dir.to_owned(),
-            });
+        let load = |name: &str, setting: &'static str, contract: Contract| {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(TemplateError::NotFound {
+                    path,
+                    dir: dir.to_owned(),
+                    setting,
+                });
+            }
+            Template::load(&path, contract)
+        };
+        let audio_g711 = load(names.audio_g711, "audio_g711_template", CALL_CONTRACT)?;
+        for codec in [AudioCodec::Pcmu, AudioCodec::Pcma] {
+            audio_g711.instantiate(&Values {
+                codec,
+                jitter_latency_ms,
+                aac_bitrate,
+            })?;
         }
-        let audio_g711 = Template::load(&path)?;
-        audio_g711.check(jitter_latency_ms, aac_bitrate)?;
-        Ok(Self { audio_g711 })
+        let rtmp_output = load(
+            names.rtmp_output,
+            "rtmp_output_template",
+            RTMP_OUTPUT_CONTRACT,
+        )?;
+        rtmp_output.instantiate_output()?;
+        let file_output = load(
+            names.file_output,
+            "file_output_template",
+            FILE_OUTPUT_CONTRACT,
+        )?;
+        file_output.instantiate_output()?;
+        Ok(Self {
+            audio_g711,
+            rtmp_output,
+            file_output,
+        })
     }
 }
 
@@ -220,11 +296,17 @@ impl Templates {
 mod tests {
     use super::*;
 
-    fn template(text: &str) -> (tempfile::TempDir, Template) {
+    const NAMES: TemplateNames<'static> = TemplateNames {
+        audio_g711: "audio-g711-aac.pipeline",
+        rtmp_output: "output-rtmp.pipeline",
+        file_output: "output-file.pipeline",
+    };
+
+    fn call_template(text: &str) -> (tempfile::TempDir, Template) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.pipeline");
         std::fs::write(&path, text).unwrap();
-        let t = Template::load(&path).unwrap();
+        let t = Template::load(&path, CALL_CONTRACT).unwrap();
         (dir, t)
     }
 
@@ -240,75 +322,88 @@ mod tests {
     fn shipped_templates_pass_the_start_up_check() {
         gst::init().unwrap();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-        let mut checked = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "pipeline") {
-                Template::load(&path)
-                    .unwrap()
-                    .check(200, 64000)
-                    .unwrap_or_else(|e| panic!("{e}"));
-                checked += 1;
-            }
-        }
-        assert!(checked >= 1);
-        Templates::load(&dir, "audio-g711-aac.pipeline", 200, 64000).unwrap();
+        Templates::load(&dir, &NAMES, 200, 64000).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
     fn fill_replaces_placeholders_and_drops_comments() {
         let (_d, t) =
-            template("# comment {nope}\nudpsrc name=rtp_in ! {depay} ! {decoder} ! fakesink");
+            call_template("# comment {nope}\nudpsrc name=rtp_in ! {depay} ! {decoder} ! fakesink");
         assert_eq!(
-            t.fill(&values()).unwrap(),
+            t.fill(&values().map()).unwrap(),
             "udpsrc name=rtp_in ! rtppcmadepay ! alawdec ! fakesink"
         );
     }
 
     #[test]
     fn unknown_placeholder_names_the_file_and_the_name() {
-        let (_d, t) = template("udpsrc ! {rtmp_key} ! fakesink");
-        let err = t.fill(&values()).unwrap_err().to_string();
+        let (_d, t) = call_template("udpsrc ! {rtmp_key} ! fakesink");
+        let err = t.fill(&values().map()).unwrap_err().to_string();
         assert!(
             err.contains("t.pipeline") && err.contains("{rtmp_key}") && err.contains("depay"),
             "{err}"
         );
-        let (_d, t) = template("udpsrc ! {depay ! fakesink");
+        let (_d, t) = call_template("udpsrc ! {depay ! fakesink");
         assert!(matches!(
-            t.fill(&values()),
+            t.fill(&values().map()),
             Err(TemplateError::Unclosed { .. })
         ));
     }
 
     #[test]
-    fn parse_errors_and_missing_names_are_reported() {
+    fn parse_errors_and_broken_contracts_are_reported() {
         gst::init().unwrap();
-        let (_d, t) = template("udpsrc name=rtp_in ! nosuchelement ! fakesink name=rtmp_out");
-        let err = t.check(50, 32000).unwrap_err();
+        let (_d, t) = call_template("udpsrc name=rtp_in ! nosuchelement ! flvmux name=mux");
+        let err = t.instantiate(&values()).unwrap_err();
         assert!(matches!(err, TemplateError::Parse { .. }), "{err}");
         assert!(err.to_string().contains("nosuchelement"), "{err}");
 
-        let (_d, t) = template("udpsrc name=rtp_in ! fakesink");
-        let err = t.check(50, 32000).unwrap_err().to_string();
-        assert!(err.contains("rtmp_out"), "{err}");
+        let (_d, t) = call_template("udpsrc name=rtp_in ! fakesink");
+        let err = t.instantiate(&values()).unwrap_err().to_string();
+        assert!(err.contains("\"mux\""), "{err}");
 
-        let (_d, t) = template("udpsrc name=rtp_in ! fakesink name=rtmp_out");
-        let err = t.check(50, 32000).unwrap_err().to_string();
+        let (_d, t) = call_template("audiotestsrc name=rtp_in ! voaacenc ! flvmux name=mux");
+        let err = t.instantiate(&values()).unwrap_err().to_string();
+        assert!(err.contains("rtp_in") && err.contains("address"), "{err}");
+
+        let (_d, t) = call_template(
+            "udpsrc name=rtp_in ! rtppcmudepay ! mulawdec ! voaacenc ! flvmux name=mux ! fakesink",
+        );
+        let err = t.instantiate(&values()).unwrap_err().to_string();
+        assert!(err.contains("unlinked"), "{err}");
+    }
+
+    #[test]
+    fn output_templates_need_their_names() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.pipeline");
+        std::fs::write(&path, "appsrc name=flv_in ! fakesink name=rtmp_out").unwrap();
+        let err = Template::load(&path, RTMP_OUTPUT_CONTRACT)
+            .unwrap()
+            .instantiate_output()
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("location"),
             "a fakesink cannot be pointed at an RTMP URL: {err}"
         );
-
-        let (_d, t) = template("audiotestsrc name=rtp_in ! filesink name=rtmp_out");
-        let err = t.check(50, 32000).unwrap_err().to_string();
-        assert!(err.contains("rtp_in") && err.contains("address"), "{err}");
+        std::fs::write(&path, "appsrc name=flv_in ! filesink name=file_out").unwrap();
+        Template::load(&path, FILE_OUTPUT_CONTRACT)
+            .unwrap()
+            .instantiate_output()
+            .unwrap();
+        assert!(Template::load(&path, RTMP_OUTPUT_CONTRACT)
+            .unwrap()
+            .instantiate_output()
+            .is_err());
     }
 
     #[test]
-    fn missing_configured_template_is_reported() {
+    fn missing_configured_template_names_the_setting() {
         gst::init().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let err = Templates::load(dir.path(), "audio-g711-aac.pipeline", 50, 32000)
+        let err = Templates::load(dir.path(), &NAMES, 50, 32000)
             .unwrap_err()
             .to_string();
         assert!(

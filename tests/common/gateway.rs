@@ -136,6 +136,36 @@ impl Gateway {
         (reply.status == 200).then(|| reply.json[0].clone())
     }
 
+    /// The call's target `id` (1 is its rtmpUrl; pushes follow) from `mediaStats.targets`.
+    pub fn target(&self, call_id: &str, id: u64) -> Option<Value> {
+        let call = self.find(call_id)?;
+        call["mediaStats"]["targets"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+    }
+
+    /// Waits until `check` holds for the call object, polling every 50 ms; returns the last object seen.
+    pub fn wait_until_call(
+        &self,
+        call_id: &str,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        if !wait_until(timeout, || {
+            last = self.find(call_id).unwrap_or(Value::Null);
+            check(&last)
+        }) {
+            self.fail(&format!(
+                "call {call_id}: {what} did not happen; last seen {last}"
+            ));
+        }
+        last
+    }
+
     /// Waits until the call's `field` equals `value`; returns the call object.
     pub fn wait_for(&self, call_id: &str, field: &str, value: &str, timeout: Duration) -> Value {
         let mut last = Value::Null;

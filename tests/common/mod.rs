@@ -4,6 +4,7 @@
 //! Every test binary includes this with `mod common;`; not every test uses every helper.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod gateway;
 pub mod peers;
 pub mod probe;

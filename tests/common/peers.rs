@@ -309,7 +309,7 @@ impl Drop for PeerProcess {
 }
 
 /// Sends `signal` (a name as understood by kill(1)) to `pid`, ignoring a vanished process.
-fn send_signal(pid: u32, signal: &str) {
+pub fn send_signal(pid: u32, signal: &str) {
     // std has no kill(2) and the workspace denies unsafe code: use kill(1).
     let _ = Command::new("kill")
         .args(["-s", signal, &pid.to_string()])
@@ -318,7 +318,7 @@ fn send_signal(pid: u32, signal: &str) {
 }
 
 /// All (transitive) child processes of `pid`, read from /proc.
-fn descendants_of(pid: u32) -> Vec<u32> {
+pub fn descendants_of(pid: u32) -> Vec<u32> {
     let mut parent_of: Vec<(u32, u32)> = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -441,23 +441,64 @@ pub struct Nginx {
     process: Option<PeerProcess>,
     rtmp_port: u16,
     http_port: u16,
+    /// With [`Nginx::start_with_tls`]: a TLS port (nginx `stream {}` with ssl) in front of the RTMP port.
+    tls_port: Option<u16>,
     dir: PeerDir,
 }
 
 impl Nginx {
     /// Starts nginx on fresh ports and waits until its RTMP and HTTP ports accept connections.
     pub fn start() -> Nginx {
+        Self::start_inner(false)
+    }
+
+    /// Like [`Nginx::start`], plus `rtmps://127.0.0.1:TLS/live`: TLS terminated by nginx's stream
+    /// module with a self-signed certificate for 127.0.0.1 made at start (openssl), proxied to RTMP.
+    pub fn start_with_tls() -> Nginx {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(tls: bool) -> Nginx {
         let dir = PeerDir::new("nginx");
         fs::create_dir_all(dir.path().join("recordings")).unwrap();
+        if tls {
+            let status = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("cert.pem"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is installed");
+            assert!(
+                status.success(),
+                "openssl could not make a test certificate"
+            );
+        }
         let mut nginx = Nginx {
             process: None,
             rtmp_port: 0,
             http_port: 0,
+            tls_port: None,
             dir,
         };
         for attempt in 1..=START_ATTEMPTS {
             nginx.rtmp_port = free_tcp_port();
             nginx.http_port = free_tcp_port();
+            nginx.tls_port = tls.then(free_tcp_port);
             fs::write(nginx.dir.path().join("nginx.conf"), nginx.config()).unwrap();
             if nginx.spawn(attempt) {
                 return nginx;
@@ -475,13 +516,17 @@ impl Nginx {
         cmd.arg("-p").arg(d).arg("-c").arg(d.join("nginx.conf"));
         cmd.arg("-e").arg(&log_path);
         let mut process = PeerProcess::spawn("nginx", cmd, &log_path, Duration::from_secs(3));
-        let (rtmp, http) = (self.rtmp_port, self.http_port);
+        let (rtmp, http, tls) = (self.rtmp_port, self.http_port, self.tls_port);
         // nginx logs getrlimit() after it has bound its listening sockets: only then can a
         // successful connect not be to someone else's server.
         let ok = await_startup(&mut process, attempt, log_offset, |log| {
             if log.contains("Address already in use") {
                 Probe::PortTaken
-            } else if log.contains("getrlimit(") && tcp_accepts(rtmp) && tcp_accepts(http) {
+            } else if log.contains("getrlimit(")
+                && tcp_accepts(rtmp)
+                && tcp_accepts(http)
+                && tls.is_none_or(tcp_accepts)
+            {
                 Probe::Ready
             } else {
                 Probe::Pending
@@ -493,8 +538,19 @@ impl Nginx {
 
     fn config(&self) -> String {
         let d = self.dir.path().display();
+        let (stream_module, stream_block) = match self.tls_port {
+            Some(tls) => (
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n".to_owned(),
+                format!(
+                    "stream {{\n    server {{\n        listen 127.0.0.1:{tls} ssl;\n        ssl_certificate {d}/cert.pem;\n        \
+                     ssl_certificate_key {d}/key.pem;\n        proxy_pass 127.0.0.1:{};\n    }}\n}}\n",
+                    self.rtmp_port
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
-            r#"load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+            r#"{stream_module}load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
 daemon off;
 master_process off;
 worker_processes 1;
@@ -527,7 +583,7 @@ http {{
         location /control {{ rtmp_control all; }}
     }}
 }}
-"#,
+{stream_block}"#,
             rtmp = self.rtmp_port,
             http = self.http_port
         )
@@ -554,6 +610,14 @@ http {{
     /// `rtmp://127.0.0.1:PORT/live`: the application URL (append `/<stream>` to publish).
     pub fn rtmp_url(&self) -> String {
         format!("rtmp://127.0.0.1:{}/live", self.rtmp_port)
+    }
+
+    /// `rtmps://127.0.0.1:TLS/live` (only with [`Nginx::start_with_tls`]).
+    pub fn rtmps_url(&self) -> String {
+        format!(
+            "rtmps://127.0.0.1:{}/live",
+            self.tls_port.expect("started with TLS")
+        )
     }
 
     /// `rtmp://127.0.0.1:PORT/live/<stream>`.
@@ -674,6 +738,11 @@ http {{
     /// Kills nginx abruptly (SIGKILL, like a crash); RTMP connections are reset.
     pub fn kill(&mut self) {
         self.process_mut().kill();
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to nginx.
+    pub fn signal(&mut self, signal: &str) {
+        self.process_mut().signal(signal);
     }
 
     /// Stops nginx gracefully (SIGTERM) and waits for it to exit.
