@@ -8,14 +8,30 @@ const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
 /// Runs `sipcast --check` with the shipped templates, `name` replaced by `text`.
 fn check_with(name: &str, text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    for shipped in ["audio-g711-aac.pipeline", "output-rtmp.pipeline", "output-file.pipeline"] {
+    for shipped in [
+        "audio-g711-aac.pipeline",
+        "output-rtmp.pipeline",
+        "output-file.pipeline",
+    ] {
         std::fs::copy(Path::new(SHIPPED).join(shipped), dir.path().join(shipped)).unwrap();
     }
     std::fs::write(dir.path().join(name), text).unwrap();
     let config = dir.path().join("sipcast.toml");
-    std::fs::write(&config, format!("[media]\npipelines_dir = \"{}\"\n", dir.path().display())).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sipcast")).arg("--config").arg(&config).arg("--check").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    std::fs::write(
+        &config,
+        format!("[media]\npipelines_dir = \"{}\"\n", dir.path().display()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sipcast"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -33,9 +49,15 @@ fn bad_templates_stop_start_up_naming_file_and_problem() {
     assert!(!ok);
     assert!(err.contains("{unknown}"), "{err}");
 
-    let (ok, err) = check_with("output-rtmp.pipeline", "appsrc name=flv_in ! fakesink name=rtmp_out");
+    let (ok, err) = check_with(
+        "output-rtmp.pipeline",
+        "appsrc name=flv_in ! fakesink name=rtmp_out",
+    );
     assert!(!ok);
-    assert!(err.contains("output-rtmp.pipeline") && err.contains("location"), "{err}");
+    assert!(
+        err.contains("output-rtmp.pipeline") && err.contains("location"),
+        "{err}"
+    );
 
     let shipped = std::fs::read_to_string(Path::new(SHIPPED).join(call)).unwrap();
     let (ok, err) = check_with(call, &shipped);
@@ -47,7 +69,12 @@ fn unknown_config_field_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sipcast.toml");
     std::fs::write(&config, "[sip]\nlisten_prot = \"x\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sipcast")).arg("--config").arg(&config).arg("--check").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sipcast"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen_prot"), "{err}");

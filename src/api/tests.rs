@@ -358,3 +358,125 @@ async fn unknown_paths_and_methods() {
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+/// Answers push commands as the driver would for a call "c1" with targets 1 (its own) and 2.
+fn answer_pushes(mut commands: mpsc::Receiver<Command>) {
+    use crate::driver::PushError;
+    tokio::spawn(async move {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::PushStart {
+                    call_id,
+                    target,
+                    reply,
+                } => {
+                    let answer = match (call_id.as_str(), target.describe().as_str()) {
+                        ("c1", "rtmp://127.0.0.1/live/dupl...") => Err(PushError::Duplicate),
+                        ("c1", _) => Ok(2),
+                        ("early", _) => Err(PushError::NoMedia),
+                        _ => Err(PushError::NoCall),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Command::PushStop {
+                    call_id,
+                    target,
+                    reply,
+                } => {
+                    let _ = reply.send(if call_id == "c1" && target == 2 {
+                        Ok(())
+                    } else {
+                        Err(PushError::NoTarget)
+                    });
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn push_startup_and_terminate_route_to_the_driver() {
+    let Api { state, commands } = Api::new();
+    answer_pushes(commands);
+    let api = Api {
+        state,
+        commands: mpsc::channel(1).1,
+    };
+    let push = |call: &str, stream: &str| json!({"callId": call, "rtmpUrl": "rtmp://127.0.0.1/live", "rtmpStream": stream});
+
+    let (status, body, _) = api
+        .post("/rest-api/push/startup", push("c1", "second-key"))
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"mediaSessionId": "c1/2"}))
+    );
+    assert_eq!(
+        api.post("/rest-api/push/startup", push("c1", "duplicate-key"))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        api.post("/rest-api/push/startup", push("early", "k-ey1"))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        api.post("/rest-api/push/startup", push("nope", "k-ey1"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let mut bad = push("c1", "k-ey1");
+    bad["rtmpUrl"] = json!("udp://x");
+    let (status, body, _) = api.post("/rest-api/push/startup", bad).await;
+    assert_eq!(
+        (status, body["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("rtmpUrl"))
+    );
+
+    let (status, body, _) = api
+        .post(
+            "/rest-api/push/terminate",
+            json!({"mediaSessionId": "c1/2"}),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({})));
+    assert_eq!(
+        api.post(
+            "/rest-api/push/terminate",
+            json!({"mediaSessionId": "c1/9"})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body, _) = api
+        .post(
+            "/rest-api/push/terminate",
+            json!({"mediaSessionId": "garbage"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("mediaSessionId"))
+    );
+}
+
+#[tokio::test]
+async fn push_without_a_driver_answers_503() {
+    let Api { state, commands } = Api::new();
+    drop(commands);
+    let api = Api {
+        state,
+        commands: mpsc::channel(1).1,
+    };
+    let body = json!({"callId": "c1", "rtmpUrl": "rtmp://127.0.0.1/live", "rtmpStream": "k-ey1"});
+    assert_eq!(
+        api.post("/rest-api/push/startup", body).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
