@@ -16,7 +16,7 @@ run_packages=(
   glib-networking
 )
 test_packages=(
-  baresip-core kamailio nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg openssl
+  baresip-core baresip-ffmpeg kamailio nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg openssl
 )
 
 case "$profile" in

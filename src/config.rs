@@ -115,6 +115,14 @@ pub struct MediaConfig {
     pub pipelines_dir: PathBuf,
     /// Template for G.711 audio calls. Default `audio-g711-aac.pipeline`.
     pub audio_g711_template: String,
+    /// Template for calls with H.264 video (passed through). Default `av-g711-h264.pipeline`.
+    pub h264_template: String,
+    /// Template for calls with VP8 video (transcoded to H.264). Default `av-g711-vp8.pipeline`.
+    pub vp8_template: String,
+    /// For which calls the gateway sends generated media to the peer (silence; DTMF rides on it), from the
+    /// port it receives on: `all` (default: every audio stream the offer declares sendrecv, i.e.
+    /// hasAudio=true, as WCS does), `audio` (the same), `none`. Video generation is not built yet.
+    pub generate_av_for_ua: GenerateAv,
     /// Template for each RTMP target. Default `output-rtmp.pipeline`.
     pub rtmp_output_template: String,
     /// Template for call recordings. Default `output-file.pipeline`.
@@ -136,6 +144,9 @@ impl Default for MediaConfig {
             rtp_port_max: 29999,
             pipelines_dir: PathBuf::from("pipelines"),
             audio_g711_template: "audio-g711-aac.pipeline".to_owned(),
+            h264_template: "av-g711-h264.pipeline".to_owned(),
+            vp8_template: "av-g711-vp8.pipeline".to_owned(),
+            generate_av_for_ua: GenerateAv::All,
             rtmp_output_template: "output-rtmp.pipeline".to_owned(),
             file_output_template: "output-file.pipeline".to_owned(),
             jitter_latency_ms: 200,
@@ -174,6 +185,22 @@ impl Default for CallsConfig {
             max_calls: 500,
             keep_finished_secs: 30,
         }
+    }
+}
+
+/// config `media.generate_av_for_ua`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GenerateAv {
+    None,
+    All,
+    Audio,
+    Video,
+}
+
+impl GenerateAv {
+    pub fn audio(self) -> bool {
+        matches!(self, Self::All | Self::Audio)
     }
 }
 

@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::call::{CallStatus, Registry, RtmpStatus, SipFollowUp};
 use crate::config::Config;
 use crate::media::{
-    Backoff, CallPipeline, MediaEvent, MediaEventKind, OutputSettings, PortAllocator, Setup,
-    TargetChange, TargetId, TargetKind, Templates, Values,
+    gst_rtp_caps, Backoff, CallPipeline, KeepAlive, MediaEvent, MediaEventKind, OutputSettings,
+    PortAllocator, Setup, StreamSetup, TargetChange, TargetId, TargetKind, Templates, Values,
 };
-use crate::sdp::{self, Direction, Offer};
+use crate::sdp::{self, Direction, Offer, VideoCodec};
 use crate::sip::transaction::Timers;
 use crate::sip::ua::{CallSpec, Credentials, LegId, SipEvent, UaConfig, UserAgent};
 
@@ -88,7 +88,8 @@ const PRIMARY_TARGET: TargetId = 1;
 
 /// Media state of one call.
 struct MediaSlot {
-    rtp_port: u16,
+    /// RTP ports (each with RTCP on the next): audio, then video when offered.
+    rtp_ports: Vec<u16>,
     pipeline: Option<CallPipeline>,
     /// Set once the pipeline has been asked to stop; the port returns on `Stopped`.
     stopping: bool,
@@ -287,14 +288,22 @@ impl Driver {
         let Some(record) = self.registry.get(leg) else {
             return;
         };
-        let port = match self.ports.allocate() {
-            Ok(port) => port,
-            Err(e) => return self.fail(leg, e.to_string()),
-        };
+        let mut rtp_ports = Vec::new();
+        for _ in 0..(1 + usize::from(record.request.has_video)) {
+            match self.ports.allocate() {
+                Ok(port) => rtp_ports.push(port),
+                Err(e) => {
+                    for port in rtp_ports {
+                        self.ports.release(port);
+                    }
+                    return self.fail(leg, e.to_string());
+                }
+            }
+        }
         self.media.insert(
             leg,
             MediaSlot {
-                rtp_port: port,
+                rtp_ports,
                 pipeline: None,
                 stopping: false,
             },
@@ -355,8 +364,14 @@ impl Driver {
         };
         let offer = Offer {
             address: self.config.media.advertised_ip(),
-            audio_port: slot.rtp_port,
+            audio_port: slot.rtp_ports[0],
             audio_direction: if record.request.has_audio {
+                Direction::SendRecv
+            } else {
+                Direction::RecvOnly
+            },
+            video_port: slot.rtp_ports.get(1).copied(),
+            video_direction: if record.request.has_video {
                 Direction::SendRecv
             } else {
                 Direction::RecvOnly
@@ -447,14 +462,65 @@ impl Driver {
                 path: recording_path(&self.config.recording.dir, &request.call_id),
             });
         }
+        let media = &self.config.media;
+        let audio = StreamSetup {
+            session: 0,
+            rtp_port: slot.rtp_ports[0],
+            caps: gst_rtp_caps(
+                "audio",
+                plan.audio.clock_rate,
+                plan.audio.codec.encoding_name(),
+                plan.audio.payload_type,
+            ),
+            payload_type: plan.audio.payload_type,
+            remote_rtp: plan.audio.remote,
+            remote_rtcp: plan.audio.remote_rtcp,
+        };
+        // Video only when we offered it (a port was reserved) and the peer accepted it.
+        let video = plan
+            .video
+            .as_ref()
+            .zip(slot.rtp_ports.get(1))
+            .map(|(v, port)| StreamSetup {
+                session: 1,
+                rtp_port: *port,
+                caps: gst_rtp_caps("video", 90000, v.codec.encoding_name(), v.payload_type),
+                payload_type: v.payload_type,
+                remote_rtp: v.remote,
+                remote_rtcp: v.remote_rtcp,
+            });
+        let template = match plan
+            .video
+            .as_ref()
+            .filter(|_| video.is_some())
+            .map(|v| v.codec)
+        {
+            Some(VideoCodec::H264 { .. }) => &self.templates.h264,
+            Some(VideoCodec::Vp8) => &self.templates.vp8,
+            None => &self.templates.audio_g711,
+        };
+        // WCS semantics: hasAudio=true made the offer sendrecv, so the peer expects media back.
+        let peer_receives = matches!(
+            plan.audio.remote_direction,
+            Direction::SendRecv | Direction::RecvOnly
+        );
+        let keepalive = (media.generate_av_for_ua.audio() && request.has_audio && peer_receives)
+            .then(|| KeepAlive {
+                encoding_name: plan.audio.codec.encoding_name(),
+                payload_type: plan.audio.payload_type,
+                dtmf_payload_type: plan.audio.telephone_event_pt,
+            });
         let rtmp = &self.config.rtmp;
         let setup = Setup {
             leg,
+            template,
             templates: &self.templates,
             values: &values,
-            rtp_bind: self.config.media.rtp_bind,
-            rtp_port: slot.rtp_port,
-            plan: &plan.audio,
+            rtp_bind: media.rtp_bind,
+            jitter_latency_ms: media.jitter_latency_ms,
+            audio,
+            video,
+            keepalive,
             settings: OutputSettings {
                 backoff: Backoff::new(
                     Duration::from_millis(rtmp.reconnect_initial_ms),
@@ -471,8 +537,9 @@ impl Driver {
                 tracing::info!(
                     call_id = request.call_id,
                     codec = plan.audio.codec.encoding_name(),
-                    rtp_port = slot.rtp_port,
+                    rtp_ports = ?slot.rtp_ports,
                     remote = %plan.audio.remote,
+                    video = plan.video.as_ref().map(|v| v.codec.encoding_name()).unwrap_or("none"),
                     record = request.record,
                     "media started"
                 );
@@ -584,7 +651,9 @@ impl Driver {
     fn release_media(&mut self, leg: LegId) {
         if let Some(slot) = self.media.get(&leg) {
             if slot.pipeline.is_none() && !slot.stopping {
-                self.ports.release(slot.rtp_port);
+                for port in &slot.rtp_ports {
+                    self.ports.release(*port);
+                }
                 self.media.remove(&leg);
             }
         }
@@ -593,8 +662,10 @@ impl Driver {
     fn on_media_event(&mut self, event: MediaEvent) {
         let leg = event.leg;
         match event.kind {
-            MediaEventKind::Stopped { rtp_port } => {
-                self.ports.release(rtp_port);
+            MediaEventKind::Stopped { rtp_ports } => {
+                for port in rtp_ports {
+                    self.ports.release(port);
+                }
                 self.media.remove(&leg);
             }
             MediaEventKind::OutputFailed {

@@ -39,6 +39,8 @@ fn main() -> anyhow::Result<()> {
     media::init().context("GStreamer did not initialise")?;
     let names = TemplateNames {
         audio_g711: &config.media.audio_g711_template,
+        h264: &config.media.h264_template,
+        vp8: &config.media.vp8_template,
         rtmp_output: &config.media.rtmp_output_template,
         file_output: &config.media.file_output_template,
     };

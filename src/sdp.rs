@@ -10,7 +10,7 @@ use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
 pub enum SdpError {
     #[error("SDP does not parse: {0}")]
     Parse(String),
-    #[error("the answer has no accepted audio stream")]
+    #[error("the answer accepts neither audio nor video")]
     NoAudio,
     #[error("the answer selects no codec we offered and support ({0})")]
     NoCommonCodec(String),
@@ -87,6 +87,32 @@ impl Direction {
     }
 }
 
+/// The video codecs the gateway can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264 with its RFC 6184 packetization-mode (0 single NAL, 1 non-interleaved).
+    H264 {
+        packetization_mode: u8,
+    },
+    Vp8,
+}
+
+impl VideoCodec {
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Self::H264 { .. } => "H264",
+            Self::Vp8 => "VP8",
+        }
+    }
+}
+
+/// Dynamic payload types of our video offer (RFC 3551 6: 96-127).
+pub const H264_PM1_PT: u8 = 96;
+pub const H264_PM0_PT: u8 = 97;
+pub const VP8_PT: u8 = 98;
+/// Constrained Baseline, level 3.1: what SIP video endpoints commonly decode.
+pub const H264_PROFILE_LEVEL_ID: &str = "42e01f";
+
 /// RFC 4733 telephone-event payload type we offer.
 pub const TELEPHONE_EVENT_PT: u8 = 101;
 /// Packet time we ask for, in milliseconds.
@@ -102,6 +128,10 @@ pub struct Offer {
     /// `sendrecv` when the application wants the peer to hear media from us (WCS's hasAudio=true),
     /// `recvonly` otherwise.
     pub audio_direction: Direction,
+    /// Our RTP port for video, when video is offered (hasVideo).
+    pub video_port: Option<u16>,
+    /// As `audio_direction`, for video (WCS's hasVideo).
+    pub video_direction: Direction,
     /// o= session id and version; any number unique to the call.
     pub session_id: u64,
 }
@@ -134,6 +164,30 @@ impl Offer {
         audio.add_attribute_with_value("ptime", PTIME_MS);
         audio.add_attribute_from_str(self.audio_direction.attribute());
         session.medias.push(audio);
+        if let Some(port) = self.video_port {
+            let fmts = format!("{H264_PM1_PT} {H264_PM0_PT} {VP8_PT}");
+            let mut video = Media::new(
+                sdp_types::MediaType::Video,
+                port,
+                sdp_types::TransportProto::RtpAvp,
+                fmts,
+            );
+            for (pt, mode) in [(H264_PM1_PT, 1), (H264_PM0_PT, 0)] {
+                video.add_attribute_with_value("rtpmap", format!("{pt} H264/90000"));
+                video.add_attribute_with_value(
+                    "fmtp",
+                    format!(
+                        "{pt} packetization-mode={mode};profile-level-id={H264_PROFILE_LEVEL_ID}"
+                    ),
+                );
+            }
+            video.add_attribute_with_value("rtpmap", format!("{VP8_PT} VP8/90000"));
+            // RFC 4585 / 5104: we ask for keyframes with PLI, then FIR.
+            video.add_attribute_with_value("rtcp-fb", "* nack pli");
+            video.add_attribute_with_value("rtcp-fb", "* ccm fir");
+            video.add_attribute_from_str(self.video_direction.attribute());
+            session.medias.push(video);
+        }
         let mut out = Vec::new();
         session
             .write(&mut out)
@@ -150,15 +204,29 @@ pub struct AudioPlan {
     pub clock_rate: u32,
     /// Where the peer receives RTP (and sends it from, with symmetric RTP).
     pub remote: SocketAddr,
+    /// Where the peer receives RTCP: `a=rtcp` (RFC 3605), the RTP port with `a=rtcp-mux`, else RTP port + 1.
+    pub remote_rtcp: SocketAddr,
     pub telephone_event_pt: Option<u8>,
     /// The direction the peer's answer states, from the peer's side.
     pub remote_direction: Direction,
 }
 
-/// The media side of a call as negotiated.
+/// What was negotiated for video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoPlan {
+    pub codec: VideoCodec,
+    pub payload_type: u8,
+    pub remote: SocketAddr,
+    pub remote_rtcp: SocketAddr,
+    pub remote_direction: Direction,
+}
+
+/// The media side of a call as negotiated. Audio is always there (the answer must accept it); video when
+/// it was offered and accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaPlan {
     pub audio: AudioPlan,
+    pub video: Option<VideoPlan>,
 }
 
 /// Parses SDP and returns it, for callers that only need to know it is well-formed.
@@ -170,23 +238,80 @@ pub fn parse(body: &[u8]) -> Result<Session, SdpError> {
 /// rtpmap, media-level c= overriding session-level, session-level direction, rejected streams (port 0).
 pub fn plan_from_answer(body: &[u8]) -> Result<MediaPlan, SdpError> {
     let session = parse(body)?;
-    let audio = session
-        .medias
-        .iter()
-        .find(|m| {
-            m.media.eq_ignore_ascii_case("audio")
+    let accepted = |kind: &str| {
+        session.medias.iter().find(|m| {
+            m.media.eq_ignore_ascii_case(kind)
                 && m.port != 0
                 && m.proto.to_ascii_uppercase().starts_with("RTP/AVP")
         })
-        .ok_or(SdpError::NoAudio)?;
+    };
+    let audio = accepted("audio").ok_or(SdpError::NoAudio)?;
+    let audio_plan = plan_audio(&session, audio)?;
+    let video = match accepted("video") {
+        Some(m) => plan_video(&session, m).ok(),
+        None => None,
+    };
+    Ok(MediaPlan {
+        audio: audio_plan,
+        video,
+    })
+}
 
-    let rtpmaps: Vec<(u8, String, u32)> = audio
+fn rtpmaps(media: &Media) -> Vec<(u8, String, u32)> {
+    media
         .attributes
         .iter()
         .filter(|a| a.attribute.eq_ignore_ascii_case("rtpmap"))
         .filter_map(|a| a.value.as_deref().and_then(parse_rtpmap))
-        .collect();
+        .collect()
+}
 
+fn fmtp(media: &Media, pt: u8) -> Option<String> {
+    media
+        .attributes
+        .iter()
+        .filter(|a| a.attribute.eq_ignore_ascii_case("fmtp"))
+        .filter_map(|a| a.value.as_deref())
+        .find_map(|v| {
+            let (p, params) = v.trim().split_once(char::is_whitespace)?;
+            (p.parse::<u8>().ok()? == pt).then(|| params.trim().to_owned())
+        })
+}
+
+/// The peer's RTP and RTCP addresses for a stream (RFC 3264 media-level c= first; RFC 3605 a=rtcp;
+/// RFC 5761 rtcp-mux).
+fn addresses(session: &Session, media: &Media) -> Result<(SocketAddr, SocketAddr), SdpError> {
+    let connection = media
+        .connections
+        .first()
+        .or(session.connection.as_ref())
+        .ok_or(SdpError::NoConnectionAddress)?;
+    let ip = connection
+        .try_address()
+        .map_err(|_| SdpError::NoConnectionAddress)?
+        .ip;
+    let remote = SocketAddr::new(ip, media.port);
+    let rtcp_port = if media.has_attribute("rtcp-mux") {
+        media.port
+    } else {
+        media
+            .attributes
+            .iter()
+            .find(|a| a.attribute.eq_ignore_ascii_case("rtcp"))
+            .and_then(|a| a.value.as_deref()?.split_whitespace().next()?.parse().ok())
+            .unwrap_or(media.port.saturating_add(1))
+    };
+    Ok((remote, SocketAddr::new(ip, rtcp_port)))
+}
+
+fn direction(session: &Session, media: &Media) -> Direction {
+    Direction::from_attributes(&media.attributes)
+        .or_else(|| Direction::from_attributes(&session.attributes))
+        .unwrap_or(Direction::SendRecv)
+}
+
+fn plan_audio(session: &Session, audio: &Media) -> Result<AudioPlan, SdpError> {
+    let rtpmaps = rtpmaps(audio);
     let mut chosen = None;
     let mut telephone_event_pt = None;
     for fmt in audio.fmt.split_ascii_whitespace() {
@@ -211,29 +336,58 @@ pub fn plan_from_answer(body: &[u8]) -> Result<MediaPlan, SdpError> {
         }
     }
     let (codec, payload_type) = chosen.ok_or_else(|| SdpError::NoCommonCodec(audio.fmt.clone()))?;
+    let (remote, remote_rtcp) = addresses(session, audio)?;
+    Ok(AudioPlan {
+        codec,
+        payload_type,
+        clock_rate: codec.clock_rate(),
+        remote,
+        remote_rtcp,
+        telephone_event_pt,
+        remote_direction: direction(session, audio),
+    })
+}
 
-    let connection = audio
-        .connections
-        .first()
-        .or(session.connection.as_ref())
-        .ok_or(SdpError::NoConnectionAddress)?;
-    let ip = connection
-        .try_address()
-        .map_err(|_| SdpError::NoConnectionAddress)?
-        .ip;
-    let remote_direction = Direction::from_attributes(&audio.attributes)
-        .or_else(|| Direction::from_attributes(&session.attributes))
-        .unwrap_or(Direction::SendRecv);
-
-    Ok(MediaPlan {
-        audio: AudioPlan {
-            codec,
-            payload_type,
-            clock_rate: codec.clock_rate(),
-            remote: SocketAddr::new(ip, audio.port),
-            telephone_event_pt,
-            remote_direction,
-        },
+fn plan_video(session: &Session, video: &Media) -> Result<VideoPlan, SdpError> {
+    let rtpmaps = rtpmaps(video);
+    let chosen = video
+        .fmt
+        .split_ascii_whitespace()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .find_map(|pt| {
+            let (_, name, rate) = rtpmaps.iter().find(|(p, _, _)| *p == pt)?;
+            if *rate != 90000 {
+                return None;
+            }
+            if name.eq_ignore_ascii_case("H264") {
+                let params = fmtp(video, pt).unwrap_or_default();
+                let mode = params
+                    .split(';')
+                    .filter_map(|kv| kv.trim().split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("packetization-mode"))
+                    .and_then(|(_, v)| v.trim().parse::<u8>().ok())
+                    .unwrap_or(0);
+                // Mode 2 (interleaved) is not offered and not depayloadable here.
+                (mode <= 1).then_some((
+                    VideoCodec::H264 {
+                        packetization_mode: mode,
+                    },
+                    pt,
+                ))
+            } else if name.eq_ignore_ascii_case("VP8") {
+                Some((VideoCodec::Vp8, pt))
+            } else {
+                None
+            }
+        });
+    let (codec, payload_type) = chosen.ok_or_else(|| SdpError::NoCommonCodec(video.fmt.clone()))?;
+    let (remote, remote_rtcp) = addresses(session, video)?;
+    Ok(VideoPlan {
+        codec,
+        payload_type,
+        remote,
+        remote_rtcp,
+        remote_direction: direction(session, video),
     })
 }
 
@@ -251,6 +405,8 @@ mod tests {
 
     fn offer(direction: Direction) -> String {
         let o = Offer {
+            video_port: None,
+            video_direction: Direction::RecvOnly,
             address: "192.0.2.1".parse().unwrap(),
             audio_port: 20000,
             audio_direction: direction,
@@ -328,5 +484,105 @@ m=audio 4000 RTP/AVP 0 101\r\nc=IN IP4 10.0.0.9\r\na=rtpmap:0 PCMU/8000\r\na=rtp
             seen >= 20,
             "expected the shared SDP corpus, saw {seen} files"
         );
+    }
+
+    #[test]
+    fn video_offer_lists_h264_both_modes_and_vp8_with_feedback() {
+        let o = Offer {
+            address: "192.0.2.1".parse().unwrap(),
+            audio_port: 20000,
+            audio_direction: Direction::SendRecv,
+            video_port: Some(20002),
+            video_direction: Direction::SendRecv,
+            session_id: 1,
+        };
+        let sdp = String::from_utf8(o.to_sdp()).unwrap();
+        assert!(sdp.contains("m=video 20002 RTP/AVP 96 97 98\r\n"), "{sdp}");
+        assert!(
+            sdp.contains("a=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n"),
+            "{sdp}"
+        );
+        assert!(
+            sdp.contains("a=fmtp:97 packetization-mode=0;profile-level-id=42e01f\r\n"),
+            "{sdp}"
+        );
+        assert!(sdp.contains("a=rtpmap:98 VP8/90000\r\n"), "{sdp}");
+        assert!(
+            sdp.contains("a=rtcp-fb:* nack pli\r\n") && sdp.contains("a=rtcp-fb:* ccm fir\r\n"),
+            "{sdp}"
+        );
+        parse(sdp.as_bytes()).unwrap();
+    }
+
+    const AV_ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0\r\na=rtcp:4005\r\n\
+m=video 4002 RTP/AVP 100 101\r\na=rtpmap:100 H264/90000\r\na=fmtp:100 packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:101 VP8/90000\r\na=rtcp-mux\r\n";
+
+    #[test]
+    fn answer_with_video_gives_codec_mode_and_rtcp_addresses() {
+        let plan = plan_from_answer(AV_ANSWER.as_bytes()).unwrap();
+        assert_eq!(
+            plan.audio.remote_rtcp,
+            "10.0.0.1:4005".parse().unwrap(),
+            "a=rtcp (RFC 3605)"
+        );
+        let video = plan.video.expect("video accepted");
+        assert_eq!(
+            video.codec,
+            VideoCodec::H264 {
+                packetization_mode: 1
+            }
+        );
+        assert_eq!(
+            video.payload_type, 100,
+            "the answer's own dynamic payload type"
+        );
+        assert_eq!(video.remote, "10.0.0.1:4002".parse().unwrap());
+        assert_eq!(video.remote_rtcp, video.remote, "rtcp-mux (RFC 5761)");
+        let vp8_first = AV_ANSWER.replace(
+            "m=video 4002 RTP/AVP 100 101",
+            "m=video 4002 RTP/AVP 101 100",
+        );
+        assert_eq!(
+            plan_from_answer(vp8_first.as_bytes())
+                .unwrap()
+                .video
+                .unwrap()
+                .codec,
+            VideoCodec::Vp8
+        );
+        let rejected = AV_ANSWER.replace("m=video 4002", "m=video 0");
+        assert_eq!(
+            plan_from_answer(rejected.as_bytes()).unwrap().video,
+            None,
+            "port 0: video rejected, audio goes on"
+        );
+        let default_rtcp = AV_ANSWER.replace("a=rtcp:4005\r\n", "");
+        assert_eq!(
+            plan_from_answer(default_rtcp.as_bytes())
+                .unwrap()
+                .audio
+                .remote_rtcp,
+            "10.0.0.1:4001".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn h264_without_fmtp_is_mode_0_and_mode_2_is_refused() {
+        let no_fmtp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n\
+m=video 4002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
+        let video = plan_from_answer(no_fmtp.as_bytes()).unwrap().video.unwrap();
+        assert_eq!(
+            video.codec,
+            VideoCodec::H264 {
+                packetization_mode: 0
+            }
+        );
+        let mode2 = no_fmtp.replace(
+            "a=rtpmap:99 H264/90000\r\n",
+            "a=rtpmap:99 H264/90000\r\na=fmtp:99 packetization-mode=2\r\n",
+        );
+        assert_eq!(plan_from_answer(mode2.as_bytes()).unwrap().video, None);
     }
 }

@@ -8,12 +8,9 @@ const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
 /// Runs `sipcast --check` with the shipped templates, `name` replaced by `text`.
 fn check_with(name: &str, text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    for shipped in [
-        "audio-g711-aac.pipeline",
-        "output-rtmp.pipeline",
-        "output-file.pipeline",
-    ] {
-        std::fs::copy(Path::new(SHIPPED).join(shipped), dir.path().join(shipped)).unwrap();
+    for shipped in std::fs::read_dir(SHIPPED).unwrap() {
+        let shipped = shipped.unwrap().path();
+        std::fs::copy(&shipped, dir.path().join(shipped.file_name().unwrap())).unwrap();
     }
     std::fs::write(dir.path().join(name), text).unwrap();
     let config = dir.path().join("sipcast.toml");
@@ -37,15 +34,18 @@ fn check_with(name: &str, text: &str) -> (bool, String) {
 #[test]
 fn bad_templates_stop_start_up_naming_file_and_problem() {
     let call = "audio-g711-aac.pipeline";
-    let (ok, err) = check_with(call, "udpsrc name=rtp_in ! nosuchelement ! flvmux name=mux");
+    let (ok, err) = check_with(
+        call,
+        "rtppcmudepay name=audio_in ! nosuchelement ! flvmux name=mux",
+    );
     assert!(!ok);
     assert!(err.contains(call) && err.contains("nosuchelement"), "{err}");
 
-    let (ok, err) = check_with(call, "udpsrc name=rtp_in ! fakesink");
+    let (ok, err) = check_with(call, "rtppcmudepay name=audio_in ! fakesink");
     assert!(!ok);
     assert!(err.contains(call) && err.contains("\"mux\""), "{err}");
 
-    let (ok, err) = check_with(call, "udpsrc name=rtp_in ! {unknown} ! flvmux name=mux");
+    let (ok, err) = check_with(call, "{depay} name=audio_in ! {unknown} ! flvmux name=mux");
     assert!(!ok);
     assert!(err.contains("{unknown}"), "{err}");
 
@@ -56,6 +56,16 @@ fn bad_templates_stop_start_up_naming_file_and_problem() {
     assert!(!ok);
     assert!(
         err.contains("output-rtmp.pipeline") && err.contains("location"),
+        "{err}"
+    );
+
+    let (ok, err) = check_with(
+        "av-g711-h264.pipeline",
+        "{depay} name=audio_in ! {decoder} ! voaacenc ! flvmux name=mux",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("av-g711-h264.pipeline") && err.contains("video_in"),
         "{err}"
     );
 

@@ -46,7 +46,11 @@ fn make_run_serves_find_all() {
     let mut answers = None;
     let mut exited = None;
     while Instant::now() < deadline {
-        if let (Some(get), Some(post)) = (find_all(&client, "GET"), find_all(&client, "POST")) {
+        // Only once this gateway said it is ready: another process may hold 8081 on a shared machine.
+        let ready = std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("sipcast ready"));
+        if let (true, Some(get), Some(post)) =
+            (ready, find_all(&client, "GET"), find_all(&client, "POST"))
+        {
             answers = Some((get, post));
             break;
         }

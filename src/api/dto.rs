@@ -392,6 +392,8 @@ fn media_json(m: &MediaFigures) -> Value {
     serde_json::json!({
         "rtpPacketsIn": m.rtp_packets_in,
         "rtpBytesIn": m.rtp_bytes_in,
+        "videoPacketsIn": m.video_packets_in,
+        "videoBytesIn": m.video_bytes_in,
         "rtpLost": m.rtp_lost,
         "jitterMs": m.jitter_us as f64 / 1000.0,
         "answerToFirstRtmpByteMs": m.answer_to_first_rtmp_ms,

@@ -22,6 +22,8 @@ pub type TargetId = u32;
 /// Bytes the RTMP sink must have sent before the stream counts as live: more than the handshake
 /// (C0+C1+C2 = 3073 bytes) and the connect/publish commands, so media is flowing.
 const RTMP_ACTIVE_OUT_BYTES: u64 = 8192;
+/// Bytes of the handshake (3073) and the connect/createStream/publish commands: past this, media is going out.
+const RTMP_SETUP_OUT_BYTES: u64 = 3600;
 
 /// Where a target sends the call's FLV.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,8 @@ pub struct Output {
     pub reconnects: u32,
     pub last_reconnect: Option<SystemTime>,
     pub first_active_at: Option<Instant>,
+    /// When the first media byte went out (past the RTMP set-up).
+    pub first_byte_at: Option<Instant>,
     /// Bumped on every rebuild; events from older pipelines are ignored.
     pub generation: u64,
     phase: Phase,
@@ -146,6 +150,7 @@ impl Output {
             reconnects: 0,
             last_reconnect: None,
             first_active_at: None,
+            first_byte_at: None,
             generation: 0,
             phase: Phase::Waiting(Instant::now()),
             pipeline: None,
@@ -306,6 +311,9 @@ impl Output {
                 let stats = sink.property::<Option<gst::Structure>>("stats")?;
                 let out = stats.get::<u64>("out-bytes-total").unwrap_or(0);
                 let incoming = stats.get::<u64>("in-bytes-total").unwrap_or(0);
+                if out > RTMP_SETUP_OUT_BYTES && incoming > 0 {
+                    self.first_byte_at.get_or_insert(now);
+                }
                 out >= RTMP_ACTIVE_OUT_BYTES && incoming > 0
             }
             // Files and sinks without statistics: data handed over is all we can know.

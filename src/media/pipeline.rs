@@ -2,7 +2,7 @@
 //! fans the FLV out to each target's own output pipeline, the targets' lifecycles, and the call's figures.
 //! Failures are reported as events for that call only.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,9 +11,8 @@ use gst::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::output::{Feed, Output, OutputSettings, TargetId, TargetKind};
-use super::template::{TemplateError, Templates, Values, JITTER, MUX, RTP_IN};
+use super::template::{Template, TemplateError, Templates, Values, AUDIO_IN, MUX, VIDEO_IN};
 use crate::call::RtmpStatus;
-use crate::sdp::AudioPlan;
 use crate::sip::ua::LegId;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +36,7 @@ pub enum MediaEventKind {
     /// The call pipeline failed; the call cannot go on. Text scrubbed.
     Failed(String),
     /// The call's pipelines are down and its port can be reused.
-    Stopped { rtp_port: u16 },
+    Stopped { rtp_ports: Vec<u16> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +74,9 @@ pub struct TargetFigures {
 pub struct MediaFigures {
     pub rtp_packets_in: u64,
     pub rtp_bytes_in: u64,
+    /// Video RTP, when the call has video.
+    pub video_packets_in: Option<u64>,
+    pub video_bytes_in: Option<u64>,
     pub rtp_lost: u64,
     pub jitter_us: u64,
     /// From the answer (pipeline start) to the first target going live.
@@ -163,27 +165,62 @@ fn stream_headers(caps: &gst::CapsRef) -> Vec<gst::Buffer> {
         .collect()
 }
 
+/// One received stream of a call: where it arrives and where its peer is.
+pub struct StreamSetup {
+    /// rtpbin session: 0 audio, 1 video.
+    pub session: u32,
+    pub rtp_port: u16,
+    /// RTP caps (payload type, clock rate, encoding name; rtcp-fb fields for video).
+    pub caps: gst::Caps,
+    pub payload_type: u8,
+    pub remote_rtp: SocketAddr,
+    pub remote_rtcp: SocketAddr,
+}
+
+/// Generated audio toward the peer (the keep-alive element): silence, and RFC 4733 DTMF.
+pub struct KeepAlive {
+    pub encoding_name: &'static str,
+    pub payload_type: u8,
+    pub dtmf_payload_type: Option<u8>,
+}
+
 /// Everything one call's pipeline is built from.
 pub struct Setup<'a> {
     pub leg: LegId,
+    /// The call template for the negotiated media.
+    pub template: &'a Template,
     pub templates: &'a Templates,
     pub values: &'a Values,
     pub rtp_bind: IpAddr,
-    pub rtp_port: u16,
-    pub plan: &'a AudioPlan,
+    pub jitter_latency_ms: u32,
+    pub audio: StreamSetup,
+    pub video: Option<StreamSetup>,
+    pub keepalive: Option<KeepAlive>,
     pub settings: OutputSettings,
     /// The targets the call starts with (its rtmpUrl/rtmpStream, and its recording if asked for).
     pub targets: Vec<TargetKind>,
 }
 
+/// Packets and bytes received on one stream, counted before the jitter buffer.
+#[derive(Default)]
+struct Counters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
 /// A call's running media.
 pub struct CallPipeline {
     leg: LegId,
-    rtp_port: u16,
+    rtp_ports: Vec<u16>,
     pipeline: gst::Pipeline,
-    jitter: Option<gst::Element>,
-    rtp_packets: Arc<AtomicU64>,
-    rtp_bytes: Arc<AtomicU64>,
+    jitterbuffers: Arc<Mutex<Vec<gst::Element>>>,
+    audio_counters: Arc<Counters>,
+    video_counters: Option<Arc<Counters>>,
+    /// The video chain's first element, where keyframe requests go upstream from.
+    video_in: Option<gst::Element>,
+    video_keyframe_seen: Arc<AtomicBool>,
+    last_keyframe_request: Option<Instant>,
+    keepalive: Option<gst::Element>,
     fanout: Arc<Mutex<FanOut>>,
     outputs: Vec<Output>,
     next_target: TargetId,
@@ -195,54 +232,228 @@ pub struct CallPipeline {
     drained: std::sync::mpsc::Receiver<()>,
 }
 
-fn lock(fanout: &Mutex<FanOut>) -> std::sync::MutexGuard<'_, FanOut> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain data; a panic elsewhere must not take the call's media down with it.
-    fanout.lock().unwrap_or_else(|p| p.into_inner())
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn make(factory: &str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| MediaError::Start(format!("{factory}: {e}")))
+}
+
+fn link_err(what: &str) -> impl FnOnce(gst::glib::BoolError) -> MediaError + '_ {
+    move |e| MediaError::Start(format!("cannot link {what}: {e}"))
+}
+
+fn request_pad(element: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
+    element
+        .request_pad_simple(name)
+        .ok_or_else(|| MediaError::Start(format!("no request pad {name}")))
+}
+
+/// How often a keyframe is asked for while video waits for one.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
 impl CallPipeline {
-    /// Builds and starts the call pipeline and its targets. RTP is received on `rtp_bind:rtp_port`.
+    /// Builds and starts the call's media: per stream a udpsrc for RTP and one for RTCP into rtpbin
+    /// (jitter buffer, sender/receiver reports, keyframe requests), rtpbin's output into the template's
+    /// `audio_in`/`video_in`, RTCP and generated media back to the peer from the same ports (symmetric
+    /// RTP), and the template's `mux` fanned out to the targets.
     pub fn start(
         setup: Setup<'_>,
         events: UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
         let Setup {
             leg,
+            template,
             templates,
             values,
             rtp_bind,
-            rtp_port,
-            plan,
+            jitter_latency_ms,
+            audio,
+            video,
+            keepalive,
             settings,
             targets,
         } = setup;
-        let pipeline = templates.audio_g711.instantiate(values)?;
+        let pipeline = template.instantiate(values)?;
         let contract = "the template contract was checked when the pipeline was instantiated";
-        let rtp_in = pipeline.by_name(RTP_IN).expect(contract);
         let mux = pipeline.by_name(MUX).expect(contract);
 
-        let caps = gst::Caps::builder("application/x-rtp")
-            .field("media", "audio")
-            .field("clock-rate", plan.clock_rate as i32)
-            .field("encoding-name", plan.codec.encoding_name())
-            .field("payload", i32::from(plan.payload_type))
-            .build();
-        rtp_in.set_property("address", rtp_bind.to_string());
-        rtp_in.set_property("port", i32::from(rtp_port));
-        // With SO_REUSEADDR two calls could share a port; we want the bind to fail instead.
-        rtp_in.set_property("reuse", false);
-        rtp_in.set_property("caps", &caps);
+        let rtpbin = gst::ElementFactory::make("rtpbin")
+            .property("latency", jitter_latency_ms)
+            .build()
+            .map_err(|e| MediaError::Start(format!("rtpbin: {e}")))?;
+        pipeline
+            .add(&rtpbin)
+            .map_err(|e| MediaError::Start(e.to_string()))?;
+        let jitterbuffers = Arc::new(Mutex::new(Vec::new()));
+        let jb = jitterbuffers.clone();
+        rtpbin.connect("new-jitterbuffer", false, move |args| {
+            if let Some(element) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                lock(&jb).push(element);
+            }
+            None
+        });
 
-        let (rtp_packets, rtp_bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        if let Some(pad) = rtp_in.static_pad("src") {
-            let (packets, bytes) = (rtp_packets.clone(), rtp_bytes.clone());
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let Some(buffer) = info.buffer() {
-                    packets.fetch_add(1, Ordering::Relaxed);
-                    bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+        // (udpsrc for RTP, udpsink that must send from its socket)
+        let mut socket_shares: Vec<(gst::Element, gst::Element)> = Vec::new();
+        let mut chain_inputs: Vec<(u32, gst::Element)> = Vec::new();
+        let mut counters: Vec<Arc<Counters>> = Vec::new();
+        let mut keepalive_source = None;
+        for (stream, chain) in [(Some(&audio), AUDIO_IN), (video.as_ref(), VIDEO_IN)] {
+            let Some(stream) = stream else { continue };
+            let session = stream.session;
+            let rtp_src = gst::ElementFactory::make("udpsrc")
+                .property("address", rtp_bind.to_string())
+                .property("port", i32::from(stream.rtp_port))
+                // With SO_REUSEADDR two calls could share a port; we want the bind to fail instead.
+                .property("reuse", false)
+                .property("caps", &stream.caps)
+                .build()
+                .map_err(|e| MediaError::Start(e.to_string()))?;
+            let rtcp_src = gst::ElementFactory::make("udpsrc")
+                .property("address", rtp_bind.to_string())
+                .property("port", i32::from(stream.rtp_port + 1))
+                .property("reuse", false)
+                .property("caps", gst::Caps::new_empty_simple("application/x-rtcp"))
+                .build()
+                .map_err(|e| MediaError::Start(e.to_string()))?;
+            let rtcp_out = gst::ElementFactory::make("udpsink")
+                .property("host", stream.remote_rtcp.ip().to_string())
+                .property("port", i32::from(stream.remote_rtcp.port()))
+                .property("sync", false)
+                .property("async", false)
+                .property("close-socket", false)
+                .build()
+                .map_err(|e| MediaError::Start(e.to_string()))?;
+            let funnel = make("funnel")?;
+            pipeline
+                .add_many([&rtp_src, &rtcp_src, &rtcp_out, &funnel])
+                .map_err(|e| MediaError::Start(e.to_string()))?;
+
+            // Count what arrives, and keep only the negotiated payload type: telephone-event and
+            // comfort noise would otherwise reach the depayloader as media.
+            let count = Arc::new(Counters::default());
+            counters.push(count.clone());
+            let payload_type = stream.payload_type;
+            rtp_src
+                .static_pad("src")
+                .expect("udpsrc has a src pad")
+                .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                    let Some(buffer) = info.buffer() else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    count.packets.fetch_add(1, Ordering::Relaxed);
+                    count
+                        .bytes
+                        .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+                    let mut pt = [0u8; 2];
+                    let keep =
+                        buffer.copy_to_slice(0, &mut pt).is_ok() && pt[1] & 0x7f == payload_type;
+                    if keep {
+                        gst::PadProbeReturn::Ok
+                    } else {
+                        gst::PadProbeReturn::Drop
+                    }
+                });
+            rtp_src
+                .static_pad("src")
+                .expect("udpsrc has a src pad")
+                .link(&request_pad(&rtpbin, &format!("recv_rtp_sink_{session}"))?)
+                .map_err(|e| MediaError::Start(format!("rtp into rtpbin: {e}")))?;
+            rtcp_src
+                .static_pad("src")
+                .expect("udpsrc has a src pad")
+                .link(&request_pad(&rtpbin, &format!("recv_rtcp_sink_{session}"))?)
+                .map_err(|e| MediaError::Start(format!("rtcp into rtpbin: {e}")))?;
+            request_pad(&rtpbin, &format!("send_rtcp_src_{session}"))?
+                .link(&rtcp_out.static_pad("sink").expect("udpsink has a sink pad"))
+                .map_err(|e| MediaError::Start(format!("rtcp out of rtpbin: {e}")))?;
+            let chain_in = pipeline.by_name(chain).expect(contract);
+            funnel.link(&chain_in).map_err(link_err(chain))?;
+            socket_shares.push((rtcp_src.clone(), rtcp_out.clone()));
+            chain_inputs.push((session, funnel));
+            if let Some(keepalive) = keepalive.as_ref().filter(|_| session == 0) {
+                let source = gst::ElementFactory::make("rtpkeepalivesrc")
+                    .property_from_str("encoding-name", keepalive.encoding_name)
+                    .property("payload-type", u32::from(keepalive.payload_type))
+                    .build()
+                    .map_err(|e| MediaError::Start(format!("rtpkeepalivesrc: {e}")))?;
+                if let Some(pt) = keepalive
+                    .dtmf_payload_type
+                    .filter(|pt| (96..=127).contains(pt))
+                {
+                    source.set_property("dtmf-payload-type", u32::from(pt));
                 }
-                gst::PadProbeReturn::Ok
-            });
+                let rtp_out = gst::ElementFactory::make("udpsink")
+                    .property("host", stream.remote_rtp.ip().to_string())
+                    .property("port", i32::from(stream.remote_rtp.port()))
+                    .property("sync", false)
+                    .property("async", false)
+                    .property("close-socket", false)
+                    .build()
+                    .map_err(|e| MediaError::Start(e.to_string()))?;
+                pipeline
+                    .add_many([&source, &rtp_out])
+                    .map_err(|e| MediaError::Start(e.to_string()))?;
+                source
+                    .static_pad("src")
+                    .expect("a source has a src pad")
+                    .link(&request_pad(&rtpbin, "send_rtp_sink_0")?)
+                    .map_err(|e| MediaError::Start(format!("keep-alive into rtpbin: {e}")))?;
+                rtpbin
+                    .static_pad("send_rtp_src_0")
+                    .ok_or_else(|| MediaError::Start("rtpbin made no send_rtp_src_0".into()))?
+                    .link(&rtp_out.static_pad("sink").expect("udpsink has a sink pad"))
+                    .map_err(|e| MediaError::Start(format!("keep-alive out of rtpbin: {e}")))?;
+                socket_shares.push((rtp_src.clone(), rtp_out));
+                keepalive_source = Some(source);
+            }
+        }
+        // rtpbin adds a src pad per received SSRC; every one goes into that stream's funnel, so a peer that
+        // changes SSRC mid-call keeps its media flowing.
+        let chain_inputs_for_pads = chain_inputs.clone();
+        rtpbin.connect_pad_added(move |_, pad| {
+            let name = pad.name();
+            let Some(rest) = name.strip_prefix("recv_rtp_src_") else {
+                return;
+            };
+            let session: Option<u32> = rest.split('_').next().and_then(|s| s.parse().ok());
+            if let Some((_, funnel)) = chain_inputs_for_pads
+                .iter()
+                .find(|(s, _)| Some(*s) == session)
+            {
+                if let Some(sink) = funnel.request_pad_simple("sink_%u") {
+                    let _ = pad.link(&sink);
+                }
+            }
+        });
+
+        // Video: nothing reaches the muxer before the first keyframe, so the stream never starts grey.
+        let video_keyframe_seen = Arc::new(AtomicBool::new(video.is_none()));
+        if video.is_some() {
+            if let Some(pad) = mux
+                .sink_pads()
+                .into_iter()
+                .find(|p| p.name().starts_with("video"))
+            {
+                let seen = video_keyframe_seen.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                    if seen.load(Ordering::Relaxed) {
+                        return gst::PadProbeReturn::Ok;
+                    }
+                    match info.buffer() {
+                        Some(b) if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) => {
+                            seen.store(true, Ordering::Relaxed);
+                            gst::PadProbeReturn::Ok
+                        }
+                        _ => gst::PadProbeReturn::Drop,
+                    }
+                });
+            }
         }
 
         let fanout = Arc::new(Mutex::new(FanOut::default()));
@@ -265,8 +476,7 @@ impl CallPipeline {
         pipeline
             .add(&appsink)
             .map_err(|e| MediaError::Start(e.to_string()))?;
-        mux.link(&appsink)
-            .map_err(|e| MediaError::Start(format!("cannot link {MUX} to the fan-out: {e}")))?;
+        mux.link(&appsink).map_err(link_err("mux to the fan-out"))?;
 
         let (drained_tx, drained) = std::sync::mpsc::channel();
         let bus = pipeline.bus().expect("a pipeline always has a bus");
@@ -299,13 +509,20 @@ impl CallPipeline {
             gst::BusSyncReply::Drop
         });
 
+        let mut rtp_ports = vec![audio.rtp_port];
+        rtp_ports.extend(video.as_ref().map(|v| v.rtp_port));
+        let mut counters = counters.into_iter();
         let mut call = Self {
             leg,
-            rtp_port,
-            jitter: pipeline.by_name(JITTER),
+            rtp_ports,
+            jitterbuffers,
+            audio_counters: counters.next().expect("audio is always set up"),
+            video_counters: counters.next(),
+            video_in: video.as_ref().and_then(|_| pipeline.by_name(VIDEO_IN)),
+            video_keyframe_seen,
+            last_keyframe_request: None,
+            keepalive: keepalive_source,
             pipeline,
-            rtp_packets,
-            rtp_bytes,
             fanout,
             outputs: Vec::new(),
             next_target: 1,
@@ -315,25 +532,65 @@ impl CallPipeline {
             started_at: Instant::now(),
             drained,
         };
+        // Sockets exist from READY on: RTCP and generated media leave from the ports media arrives on.
+        let fail = |call: &Self, e: String| {
+            let _ = call.pipeline.set_state(gst::State::Null);
+            MediaError::Start(e)
+        };
+        if let Err(e) = call.pipeline.set_state(gst::State::Ready) {
+            return Err(fail(
+                &call,
+                format!("{e} (RTP ports {:?} in use?)", call.rtp_ports),
+            ));
+        }
+        for (source, sink) in &socket_shares {
+            let socket = source.property_value("used-socket");
+            sink.set_property_from_value("socket", &socket);
+        }
         for kind in targets {
             call.add_target(kind)?;
         }
         if let Err(e) = call.pipeline.set_state(gst::State::Playing) {
-            let _ = call.pipeline.set_state(gst::State::Null);
             for output in &mut call.outputs {
                 if let Some(p) = output.close() {
                     let _ = p.set_state(gst::State::Null);
                 }
             }
-            return Err(MediaError::Start(format!(
-                "{e} (RTP port {rtp_port} in use?)"
-            )));
+            return Err(fail(
+                &call,
+                format!("{e} (RTP ports {:?} in use?)", call.rtp_ports),
+            ));
         }
         Ok(call)
     }
 
-    pub fn rtp_port(&self) -> u16 {
-        self.rtp_port
+    /// The call's RTP ports (each with its RTCP port after it).
+    pub fn rtp_ports(&self) -> &[u16] {
+        &self.rtp_ports
+    }
+
+    /// Asks the peer for a video keyframe: an upstream force-key-unit event that rtpbin turns into RTCP
+    /// PLI or FIR (RFC 4585, RFC 5104). No-op for audio-only calls.
+    pub fn request_keyframe(&mut self) {
+        let Some(video_in) = &self.video_in else {
+            return;
+        };
+        self.last_keyframe_request = Some(Instant::now());
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        if let Some(pad) = video_in.static_pad("sink") {
+            let _ = pad.push_event(event);
+        }
+    }
+
+    /// Queues RFC 4733 DTMF digits on the generated audio toward the peer. False when there is no
+    /// generated audio or a digit is invalid.
+    pub fn send_dtmf(&self, digits: &str, duration_ms: u32) -> bool {
+        match &self.keepalive {
+            Some(source) => source.emit_by_name::<bool>("send-dtmf", &[&digits, &duration_ms]),
+            None => false,
+        }
     }
 
     /// Adds a target and starts it at once; returns its id.
@@ -402,13 +659,17 @@ impl CallPipeline {
     pub fn poll(&mut self, now: Instant) -> (Vec<TargetChange>, Vec<ProbeRequest>) {
         let mut changes = Vec::new();
         let mut probes = Vec::new();
+        let mut restarted = false;
         let templates = (&self.templates.rtmp_output, &self.templates.file_output);
         for output in &mut self.outputs {
             if let Some(result) =
                 output.start_if_due(self.leg, now, templates, &self.settings, &self.events)
             {
                 match result {
-                    Ok(feed) => lock(&self.fanout).attach(feed),
+                    Ok(feed) => {
+                        lock(&self.fanout).attach(feed);
+                        restarted = true;
+                    }
                     Err(e) => {
                         let generation = output.generation;
                         let _ = self.events.send(MediaEvent {
@@ -437,6 +698,14 @@ impl CallPipeline {
                 }
             }
         }
+        // A target that (re)starts waits for a keyframe; so does a call whose video has not shown one yet.
+        let waiting = !self.video_keyframe_seen.load(Ordering::Relaxed);
+        let overdue = self
+            .last_keyframe_request
+            .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL);
+        if restarted || (waiting && overdue) {
+            self.request_keyframe();
+        }
         (changes, probes)
     }
 
@@ -459,26 +728,32 @@ impl CallPipeline {
     }
 
     pub fn figures(&self) -> MediaFigures {
-        let (lost, jitter_ns) = self
-            .jitter
-            .as_ref()
-            .and_then(|j| j.property::<Option<gst::Structure>>("stats"))
-            .map(|s| {
-                (
-                    s.get::<u64>("num-lost").unwrap_or(0),
-                    s.get::<u64>("avg-jitter").unwrap_or(0),
-                )
-            })
-            .unwrap_or((0, 0));
+        let (mut lost, mut jitter_ns, mut jitterbuffers) = (0, 0, 0);
+        for jb in lock(&self.jitterbuffers).iter() {
+            if let Some(stats) = jb.property::<Option<gst::Structure>>("stats") {
+                lost += stats.get::<u64>("num-lost").unwrap_or(0);
+                jitter_ns = jitter_ns.max(stats.get::<u64>("avg-jitter").unwrap_or(0));
+                jitterbuffers += 1;
+            }
+        }
+        let _ = jitterbuffers;
         let first_active = self
             .outputs
             .iter()
             .filter(|o| o.is_rtmp())
-            .filter_map(|o| o.first_active_at)
+            .filter_map(|o| o.first_byte_at.or(o.first_active_at))
             .min();
         MediaFigures {
-            rtp_packets_in: self.rtp_packets.load(Ordering::Relaxed),
-            rtp_bytes_in: self.rtp_bytes.load(Ordering::Relaxed),
+            rtp_packets_in: self.audio_counters.packets.load(Ordering::Relaxed),
+            rtp_bytes_in: self.audio_counters.bytes.load(Ordering::Relaxed),
+            video_packets_in: self
+                .video_counters
+                .as_ref()
+                .map(|c| c.packets.load(Ordering::Relaxed)),
+            video_bytes_in: self
+                .video_counters
+                .as_ref()
+                .map(|c| c.bytes.load(Ordering::Relaxed)),
             rtp_lost: lost,
             jitter_us: jitter_ns / 1000,
             answer_to_first_rtmp_ms: first_active
@@ -521,7 +796,7 @@ impl CallPipeline {
             self.outputs.iter_mut().filter_map(Output::close).collect();
         let Self {
             leg,
-            rtp_port,
+            rtp_ports,
             pipeline,
             events,
             drained,
@@ -546,7 +821,7 @@ impl CallPipeline {
                 }
                 let _ = events.send(MediaEvent {
                     leg,
-                    kind: MediaEventKind::Stopped { rtp_port },
+                    kind: MediaEventKind::Stopped { rtp_ports },
                 });
             });
         if let Err(e) = spawned {

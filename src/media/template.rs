@@ -2,8 +2,9 @@
 //! of element names the gateway drives. Checked at start-up so a broken template stops the gateway with a
 //! message naming the file and the problem, not a call at 3 a.m.
 //!
-//! Two kinds: the call template (RTP in, FLV out of an element named `mux`) and output templates (FLV in
-//! through an appsrc named `flv_in`, out to one RTMP target or one file).
+//! Two kinds: call templates (depayloaded from `audio_in`/`video_in`, FLV out of an element named `mux`; the
+//! gateway owns the RTP/RTCP side in front of them) and output templates (FLV in through an appsrc named
+//! `flv_in`, out to one RTMP target or one file).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,9 @@ use gst::prelude::*;
 use crate::sdp::AudioCodec;
 
 /// Element names of the contracts.
-pub const RTP_IN: &str = "rtp_in";
+pub const AUDIO_IN: &str = "audio_in";
+pub const VIDEO_IN: &str = "video_in";
 pub const MUX: &str = "mux";
-pub const JITTER: &str = "jitter";
 pub const FLV_IN: &str = "flv_in";
 pub const RTMP_OUT: &str = "rtmp_out";
 pub const FILE_OUT: &str = "file_out";
@@ -23,11 +24,28 @@ pub const FILE_OUT: &str = "file_out";
 /// What a template must contain: (element name, why, properties the gateway sets on it).
 type Contract = &'static [(&'static str, &'static str, &'static [&'static str])];
 
-const CALL_CONTRACT: Contract = &[
+const AUDIO_CONTRACT: Contract = &[
     (
-        RTP_IN,
-        "the udpsrc the call's RTP arrives on",
-        &["address", "port", "caps", "reuse"],
+        AUDIO_IN,
+        "the audio depayloader the gateway feeds the call's audio RTP to",
+        &[],
+    ),
+    (
+        MUX,
+        "the flvmux whose output the gateway fans out to the call's targets",
+        &["streamable"],
+    ),
+];
+const AV_CONTRACT: Contract = &[
+    (
+        AUDIO_IN,
+        "the audio depayloader the gateway feeds the call's audio RTP to",
+        &[],
+    ),
+    (
+        VIDEO_IN,
+        "the video depayloader the gateway feeds the call's video RTP to",
+        &[],
     ),
     (
         MUX,
@@ -89,10 +107,12 @@ pub enum TemplateError {
         name: &'static str,
         property: &'static str,
     },
-    #[error(
-        "pipeline template {path}: {name:?} must leave its src pad unlinked: the gateway links it"
-    )]
-    MuxLinked { path: PathBuf, name: &'static str },
+    #[error("pipeline template {path}: {name:?} must have its {pad} pad, unlinked: the gateway links it")]
+    PadLinked {
+        path: PathBuf,
+        name: &'static str,
+        pad: &'static str,
+    },
     #[error("pipeline template {path}: not found in {dir} (config media.{setting})")]
     NotFound {
         path: PathBuf,
@@ -209,11 +229,27 @@ impl Template {
                     });
                 }
             }
-            if *name == MUX && element.static_pad("src").is_some_and(|p| p.is_linked()) {
-                return Err(TemplateError::MuxLinked {
-                    path: self.path.clone(),
-                    name: MUX,
-                });
+            let (pad, must_exist) = match *name {
+                MUX => ("src", false),
+                AUDIO_IN | VIDEO_IN => ("sink", true),
+                _ => continue,
+            };
+            match element.static_pad(pad) {
+                Some(p) if p.is_linked() => {
+                    return Err(TemplateError::PadLinked {
+                        path: self.path.clone(),
+                        name,
+                        pad,
+                    });
+                }
+                None if must_exist => {
+                    return Err(TemplateError::PadLinked {
+                        path: self.path.clone(),
+                        name,
+                        pad,
+                    })
+                }
+                _ => {}
             }
         }
         Ok(pipeline)
@@ -233,7 +269,12 @@ impl Template {
 /// Every template the gateway uses, loaded and checked.
 #[derive(Debug, Clone)]
 pub struct Templates {
+    /// Audio-only calls.
     pub audio_g711: Template,
+    /// Calls with H.264 video.
+    pub h264: Template,
+    /// Calls with VP8 video.
+    pub vp8: Template,
     pub rtmp_output: Template,
     pub file_output: Template,
 }
@@ -241,6 +282,8 @@ pub struct Templates {
 /// Which files to load (config `media.*_template`).
 pub struct TemplateNames<'a> {
     pub audio_g711: &'a str,
+    pub h264: &'a str,
+    pub vp8: &'a str,
     pub rtmp_output: &'a str,
     pub file_output: &'a str,
 }
@@ -264,13 +307,17 @@ impl Templates {
             }
             Template::load(&path, contract)
         };
-        let audio_g711 = load(names.audio_g711, "audio_g711_template", CALL_CONTRACT)?;
-        for codec in [AudioCodec::Pcmu, AudioCodec::Pcma] {
-            audio_g711.instantiate(&Values {
-                codec,
-                jitter_latency_ms,
-                aac_bitrate,
-            })?;
+        let audio_g711 = load(names.audio_g711, "audio_g711_template", AUDIO_CONTRACT)?;
+        let h264 = load(names.h264, "h264_template", AV_CONTRACT)?;
+        let vp8 = load(names.vp8, "vp8_template", AV_CONTRACT)?;
+        for template in [&audio_g711, &h264, &vp8] {
+            for codec in [AudioCodec::Pcmu, AudioCodec::Pcma] {
+                template.instantiate(&Values {
+                    codec,
+                    jitter_latency_ms,
+                    aac_bitrate,
+                })?;
+            }
         }
         let rtmp_output = load(
             names.rtmp_output,
@@ -286,6 +333,8 @@ impl Templates {
         file_output.instantiate_output()?;
         Ok(Self {
             audio_g711,
+            h264,
+            vp8,
             rtmp_output,
             file_output,
         })
@@ -298,6 +347,8 @@ mod tests {
 
     const NAMES: TemplateNames<'static> = TemplateNames {
         audio_g711: "audio-g711-aac.pipeline",
+        h264: "av-g711-h264.pipeline",
+        vp8: "av-g711-vp8.pipeline",
         rtmp_output: "output-rtmp.pipeline",
         file_output: "output-file.pipeline",
     };
@@ -306,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.pipeline");
         std::fs::write(&path, text).unwrap();
-        let t = Template::load(&path, CALL_CONTRACT).unwrap();
+        let t = Template::load(&path, AUDIO_CONTRACT).unwrap();
         (dir, t)
     }
 
@@ -323,15 +374,23 @@ mod tests {
         gst::init().unwrap();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
         Templates::load(&dir, &NAMES, 200, 64000).unwrap_or_else(|e| panic!("{e}"));
+        // The alternatives operators can switch to are valid audio-only call templates too.
+        for alternative in [
+            "audio-g711-passthrough.pipeline",
+            "audio-g711-aac-black-video.pipeline",
+        ] {
+            let t = Template::load(&dir.join(alternative), AUDIO_CONTRACT).unwrap();
+            t.instantiate(&values()).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     #[test]
     fn fill_replaces_placeholders_and_drops_comments() {
         let (_d, t) =
-            call_template("# comment {nope}\nudpsrc name=rtp_in ! {depay} ! {decoder} ! fakesink");
+            call_template("# comment {nope}\n{depay} name=audio_in ! {decoder} ! fakesink");
         assert_eq!(
             t.fill(&values().map()).unwrap(),
-            "udpsrc name=rtp_in ! rtppcmadepay ! alawdec ! fakesink"
+            "rtppcmadepay name=audio_in ! alawdec ! fakesink"
         );
     }
 
@@ -353,24 +412,36 @@ mod tests {
     #[test]
     fn parse_errors_and_broken_contracts_are_reported() {
         gst::init().unwrap();
-        let (_d, t) = call_template("udpsrc name=rtp_in ! nosuchelement ! flvmux name=mux");
+        let (_d, t) = call_template("rtppcmudepay name=audio_in ! nosuchelement ! flvmux name=mux");
         let err = t.instantiate(&values()).unwrap_err();
         assert!(matches!(err, TemplateError::Parse { .. }), "{err}");
         assert!(err.to_string().contains("nosuchelement"), "{err}");
 
-        let (_d, t) = call_template("udpsrc name=rtp_in ! fakesink");
+        let (_d, t) = call_template("rtppcmudepay name=audio_in ! fakesink");
         let err = t.instantiate(&values()).unwrap_err().to_string();
         assert!(err.contains("\"mux\""), "{err}");
 
-        let (_d, t) = call_template("audiotestsrc name=rtp_in ! voaacenc ! flvmux name=mux");
+        let (_d, t) = call_template("audiotestsrc name=audio_in ! voaacenc ! flvmux name=mux");
         let err = t.instantiate(&values()).unwrap_err().to_string();
-        assert!(err.contains("rtp_in") && err.contains("address"), "{err}");
+        assert!(
+            err.contains("audio_in") && err.contains("sink"),
+            "a source cannot be fed RTP: {err}"
+        );
 
         let (_d, t) = call_template(
-            "udpsrc name=rtp_in ! rtppcmudepay ! mulawdec ! voaacenc ! flvmux name=mux ! fakesink",
+            "rtppcmudepay name=audio_in ! mulawdec ! voaacenc ! flvmux name=mux ! fakesink",
         );
         let err = t.instantiate(&values()).unwrap_err().to_string();
         assert!(err.contains("unlinked"), "{err}");
+
+        let (_d, t) = call_template(
+            "udpsrc ! rtppcmudepay name=audio_in ! mulawdec ! voaacenc ! flvmux name=mux",
+        );
+        let err = t.instantiate(&values()).unwrap_err().to_string();
+        assert!(
+            err.contains("audio_in") && err.contains("unlinked"),
+            "{err}"
+        );
     }
 
     #[test]

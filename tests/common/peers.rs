@@ -836,8 +836,31 @@ pub const BARESIP_LOCAL_HANGUP: &str = "call: terminate call '";
 /// either side). (`<aor>: Call with <peer> terminated (duration: ..)` is only printed for calls
 /// of 1 s or more, so it is not used.)
 pub const BARESIP_CALL_ENDED: &str = "audio: destroyed (started=1)";
-/// baresip log line when `rtp_timeout` fired (it then sends BYE).
-pub const BARESIP_RTP_TIMEOUT: &str = "call: error in \"audio\" rtp stream (Connection timed out)";
+/// baresip log fragment when `rtp_timeout` fired on a stream (it then sends BYE): the full line
+/// is `call: error in "audio" rtp stream (Connection timed out)`, or `"video"` when the video
+/// stream was the silent one.
+pub const BARESIP_RTP_TIMEOUT: &str = " rtp stream (Connection timed out)";
+/// baresip log line start for a DTMF digit received as RFC 4733 telephone-event RTP:
+/// `received event: '5' (end=0)` at the event's start, `received event: '5' (end=1)` at its end.
+pub const BARESIP_DTMF_RTP: &str = "received event: '";
+/// baresip log line start for a DTMF digit received by SIP INFO (`application/dtmf-relay`):
+/// `call: received DTMF: '5' (duration=160)` (the digit upper-cased).
+pub const BARESIP_DTMF_INFO: &str = "call: received DTMF: '";
+/// baresip log line start when the first video frame was decoded:
+/// `video: receiving with resolution 320 x 240 and format 'yuv420p'`.
+pub const BARESIP_VIDEO_RECEIVING: &str = "video: receiving with resolution ";
+/// baresip log line start when the first video RTP packet arrived:
+/// `stream: incoming rtp for 'video' established, receiving from 127.0.0.1:PORT`.
+pub const BARESIP_VIDEO_RTP: &str = "stream: incoming rtp for 'video' established";
+/// baresip log line start naming the negotiated codec it sends:
+/// `Set video encoder: H264 packetization-mode=1 (500000 bit/s, 25.00 fps)`, `Set video encoder: VP8  (..)`.
+pub const BARESIP_VIDEO_ENCODER: &str = "Set video encoder: ";
+/// baresip log line start naming the codec it expects: `Set video decoder: H264 packetization-mode=1`.
+pub const BARESIP_VIDEO_DECODER: &str = "Set video decoder: ";
+/// baresip log line start when it puts a call on hold (ctrl `hold`): `call: hold sip:peer..`.
+pub const BARESIP_HOLD: &str = "call: hold ";
+/// baresip log line start when it resumes a held call (ctrl `resume`): `call: resume sip:peer..`.
+pub const BARESIP_RESUME: &str = "call: resume ";
 
 /// What baresip sends as audio.
 #[derive(Clone, Debug)]
@@ -848,6 +871,30 @@ pub enum AudioSource {
     /// be 48 kHz stereo (= `ausrc_srate`/`ausrc_channels`), else the call fails at once with
     /// `session closed: No such device`.
     File(PathBuf),
+}
+
+/// What baresip sends as video (see [`BaresipOptions::video_source`]).
+#[derive(Clone, Debug)]
+pub enum VideoSource {
+    /// A *video-only* media file read by the `avformat` module (make one with
+    /// [`super::probe::make_test_video`] or [`super::probe::test_video`]); decoded and re-encoded
+    /// with the negotiated codec, so the file's own codec does not matter. It loops: at the end it
+    /// pauses about 1 s, then rewinds. The path must not contain a comma (`avformat,FORMAT,DEVICE`).
+    File(PathBuf),
+    /// The `fakevideo` module's still picture (three colour bars, `video_size` 320x240): no file
+    /// needed.
+    ColourBars,
+}
+
+/// A video codec baresip can negotiate (see [`BaresipOptions::video_codecs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264 by the `avcodec` module (libx264 / ffmpeg's decoder): offers and accepts
+    /// packetization-mode 0 and 1, `profile-level-id=42e01f`. (The module also brings H263,
+    /// MP4V-ES and H265, which baresip then offers too.)
+    H264,
+    /// VP8 by the `vp8` module (libvpx), `a=fmtp:PT max-fs=3600`.
+    Vp8,
 }
 
 /// How baresip treats incoming calls.
@@ -868,8 +915,21 @@ pub struct BaresipOptions {
     pub audio_source: AudioSource,
     /// Auto-answer (default) or manual.
     pub answer_mode: AnswerMode,
-    /// Hang up (with BYE) after this many seconds without incoming RTP (config `rtp_timeout`).
+    /// Hang up (with BYE) after this many seconds without incoming RTP on *any* of the call's
+    /// streams, video included (config `rtp_timeout`; counted from call establishment, checked
+    /// once a second, and only while a stream is sendrecv: not while on hold).
     pub rtp_timeout_secs: Option<u32>,
+    /// The video it sends; None (default): no video modules, so it rejects video streams
+    /// (`m=video 0`) and offers none. Some: it offers/accepts sendrecv video with
+    /// [`BaresipOptions::video_codecs`] (a `fakevideo` display swallows what it receives).
+    pub video_source: Option<VideoSource>,
+    /// Video codecs, in the order its offers list them (default H.264, then VP8). As answerer
+    /// it keeps the offer's order and answers *every* offered format it supports, and sends
+    /// with the first one.
+    pub video_codecs: Vec<VideoCodec>,
+    /// Print every SIP message it sends or receives into the log (`baresip -s`; default true);
+    /// read them with [`Baresip::sip_trace`].
+    pub sip_trace: bool,
     /// Account `audio_codecs` (default `PCMU,PCMA`).
     pub audio_codecs: String,
     /// Digest user name (account `auth_user`; baresip defaults to `user`).
@@ -895,6 +955,9 @@ impl Default for BaresipOptions {
             audio_source: AudioSource::Sine(440),
             answer_mode: AnswerMode::Auto,
             rtp_timeout_secs: None,
+            video_source: None,
+            video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+            sip_trace: true,
             audio_codecs: "PCMU,PCMA".to_string(),
             auth_user: None,
             auth_password: None,
@@ -913,6 +976,15 @@ impl BaresipOptions {
         BaresipOptions {
             user: user.to_string(),
             ..Default::default()
+        }
+    }
+
+    /// These options with video: `source`, negotiating `codecs` (in this order).
+    pub fn with_video(self, source: VideoSource, codecs: &[VideoCodec]) -> Self {
+        BaresipOptions {
+            video_source: Some(source),
+            video_codecs: codecs.to_vec(),
+            ..self
         }
     }
 }
@@ -946,6 +1018,9 @@ impl Baresip {
             let log_offset = log_len(&dir.path().join("baresip.log"));
             let mut cmd = Command::new("baresip");
             cmd.arg("-f").arg(dir.path()).arg("-v");
+            if options.sip_trace {
+                cmd.arg("-s");
+            }
             let mut process = PeerProcess::spawn(
                 &format!("baresip[{}]", options.user),
                 cmd,
@@ -1159,9 +1234,11 @@ impl Baresip {
             if !line.ends_with(BARESIP_REMOTE_BYE) {
                 continue;
             }
+            // (With video, `video: stopping video source ..` lines come in between.)
             let destroyed = lines[i + 1..]
                 .iter()
-                .take(5)
+                .take(20)
+                .take_while(|l| !l.contains(BARESIP_SESSION_CLOSED))
                 .find(|l| l.starts_with("audio: destroyed (started="));
             // Not counted until the audio line is written (right after, in the same handler).
             match destroyed {
@@ -1211,6 +1288,225 @@ impl Baresip {
                 .any(|l| l.contains("} 200 OK") && l.contains(" binding"))
         })
     }
+
+    /// Sends DTMF digits (`0-9`, `*`, `#`) in the current call as RFC 4733 telephone-event RTP
+    /// (ctrl `sndcode`), all at once; each gets its own start and end. baresip 1.0 cannot send
+    /// SIP INFO DTMF (no `dtmfmode` account parameter): use [`RawSipCall::send_dtmf_info`].
+    pub fn send_digits(&self, digits: &str) {
+        self.command(&format!("sndcode {digits}"));
+    }
+
+    /// DTMF digits received so far, in order, with how they came (log [`BARESIP_DTMF_RTP`] with
+    /// `(end=0)`, [`BARESIP_DTMF_INFO`]).
+    pub fn received_dtmf(&self) -> Vec<(char, DtmfVia)> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                if let Some(rest) = text_after(l, BARESIP_DTMF_RTP) {
+                    rest.ends_with("(end=0)")
+                        .then(|| rest.chars().next())
+                        .flatten()
+                        .map(|d| (d, DtmfVia::Rtp))
+                } else {
+                    text_after(l, BARESIP_DTMF_INFO)
+                        .and_then(|rest| rest.chars().next())
+                        .map(|d| (d, DtmfVia::Info))
+                }
+            })
+            .collect()
+    }
+
+    /// The DTMF digits received so far, in order (RTP telephone-event and SIP INFO alike).
+    pub fn received_digits(&self) -> String {
+        self.received_dtmf().into_iter().map(|(d, _)| d).collect()
+    }
+
+    /// Waits until the digits received so far are exactly `expected`.
+    pub fn wait_for_digits(&self, expected: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.received_digits() == expected)
+    }
+
+    /// Puts the current call on hold (ctrl `hold`): logs [`BARESIP_HOLD`] and sends a re-INVITE
+    /// with every stream `a=sendonly` (baresip as the held peer answers `a=recvonly`).
+    pub fn hold(&self) {
+        self.command("hold");
+    }
+
+    /// Resumes the held call (ctrl `resume`): logs [`BARESIP_RESUME`] and sends a re-INVITE
+    /// with every stream `a=sendrecv`.
+    pub fn resume(&self) {
+        self.command("resume");
+    }
+
+    /// Sizes (width, height) of the incoming video, one entry per call whose first video frame
+    /// was decoded (log [`BARESIP_VIDEO_RECEIVING`]).
+    pub fn received_video_sizes(&self) -> Vec<(u32, u32)> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let rest = text_after(l, BARESIP_VIDEO_RECEIVING)?;
+                let mut words = rest.split_whitespace();
+                let w = words.next()?.parse().ok()?;
+                let h = words.nth(1)?.parse().ok()?;
+                Some((w, h))
+            })
+            .collect()
+    }
+
+    /// Waits until a video frame from the peer was decoded (RTP arrived and made a picture).
+    pub fn wait_for_video(&self, timeout: Duration) -> bool {
+        wait_for_text(timeout, BARESIP_VIDEO_RECEIVING, || self.log())
+    }
+
+    /// Video codecs it started sending with, e.g. `H264 packetization-mode=1` or `VP8` (log
+    /// [`BARESIP_VIDEO_ENCODER`], without the bitrate part).
+    pub fn video_encoders(&self) -> Vec<String> {
+        self.codec_lines(BARESIP_VIDEO_ENCODER)
+    }
+
+    /// Video codecs it set up for receiving, e.g. `H264 packetization-mode=1` (log
+    /// [`BARESIP_VIDEO_DECODER`]).
+    pub fn video_decoders(&self) -> Vec<String> {
+        self.codec_lines(BARESIP_VIDEO_DECODER)
+    }
+
+    fn codec_lines(&self, prefix: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| text_after(l, prefix))
+            .map(|rest| rest.split(" (").next().unwrap_or(rest).trim().to_string())
+            .collect()
+    }
+
+    /// The SIP messages it sent and received so far, in order (from its `-s` trace in the raw
+    /// log; empty unless [`BaresipOptions::sip_trace`]).
+    pub fn sip_trace(&self) -> Vec<SipTraceMessage> {
+        let raw = fs::read(self.log_path()).unwrap_or_default();
+        parse_sip_trace(&String::from_utf8_lossy(&raw), self.addr())
+    }
+}
+
+/// How a DTMF digit reached baresip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtmfVia {
+    /// RFC 4733 telephone-event RTP.
+    Rtp,
+    /// SIP INFO with `application/dtmf-relay`.
+    Info,
+}
+
+/// The text after the first `pattern` in `line`.
+fn text_after<'a>(line: &'a str, pattern: &str) -> Option<&'a str> {
+    line.find(pattern).map(|i| &line[i + pattern.len()..])
+}
+
+/// One SIP message from baresip's trace (`baresip -s`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipTraceMessage {
+    /// True when baresip sent it, false when it received it.
+    pub sent: bool,
+    /// Transport, e.g. `UDP`.
+    pub transport: String,
+    /// Source address as printed (`127.0.0.1:5060`).
+    pub src: String,
+    /// Destination address as printed.
+    pub dst: String,
+    /// The message as on the wire (CRLF line ends, body included).
+    pub text: String,
+}
+
+impl SipTraceMessage {
+    /// The request or status line.
+    pub fn start_line(&self) -> &str {
+        self.text.lines().next().unwrap_or("").trim_end()
+    }
+
+    /// Whether this is a `method` request (`INVITE`, `INFO`, ...).
+    pub fn is_request(&self, method: &str) -> bool {
+        self.start_line()
+            .strip_prefix(method)
+            .is_some_and(|rest| rest.starts_with(' '))
+    }
+
+    /// The status code if this is a response.
+    pub fn status(&self) -> Option<u16> {
+        let rest = self.start_line().strip_prefix("SIP/2.0 ")?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The first value of header `name` (case-insensitive; no compact forms).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        sip_header(&self.text, name)
+    }
+
+    /// The method in the CSeq header (`INVITE` for a 200 answering an INVITE).
+    pub fn cseq_method(&self) -> Option<&str> {
+        self.header("CSeq")?.split_whitespace().nth(1)
+    }
+
+    /// The body (empty when none).
+    pub fn body(&self) -> &str {
+        sip_body(&self.text)
+    }
+
+    /// The body's `m=<kind>` section (`audio`, `video`), from its `m=` line up to the next one.
+    pub fn media_section(&self, kind: &str) -> Option<&str> {
+        sdp_media_section(self.body(), kind)
+    }
+}
+
+/// The first value of header `name` in a SIP message (case-insensitive; no compact forms).
+fn sip_header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+/// The body of a SIP message (empty when none).
+fn sip_body(message: &str) -> &str {
+    message.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+/// An SDP's `m=<kind>` section, from its `m=` line up to the next one.
+fn sdp_media_section<'a>(sdp: &'a str, kind: &str) -> Option<&'a str> {
+    let start = sdp.find(&format!("m={kind} "))?;
+    let rest = &sdp[start..];
+    let end = rest[1..].find("\nm=").map_or(rest.len(), |i| i + 2);
+    Some(&rest[..end])
+}
+
+/// Extracts the messages of baresip's SIP trace from its raw log: each is printed as
+/// `ESC[36;1m#\n<TP> <src> -> <dst>\n<message>ESC[;m\n` (stdout is unbuffered, so a message
+/// is not interleaved with other main-thread output).
+fn parse_sip_trace(raw: &str, own: SocketAddr) -> Vec<SipTraceMessage> {
+    const START: &str = "\u{1b}[36;1m#\n";
+    const END: &str = "\u{1b}[;m";
+    let own = own.to_string();
+    raw.split(START)
+        .skip(1)
+        .filter_map(|chunk| {
+            let (head, rest) = chunk.split_once('\n')?;
+            // Not yet complete when the end marker is missing.
+            let (text, _) = rest.split_once(END)?;
+            let mut words = head.split_whitespace();
+            let transport = words.next()?.to_string();
+            let src = words.next()?.to_string();
+            let dst = words.nth(1)?.to_string();
+            Some(SipTraceMessage {
+                sent: src == own,
+                transport,
+                src,
+                dst,
+                text: text.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The baresip config file.
@@ -1241,6 +1537,35 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
     );
     if let Some(secs) = o.rtp_timeout_secs {
         c.push_str(&format!("rtp_timeout {secs}\n"));
+    }
+    if let Some(video) = &o.video_source {
+        assert!(
+            !o.video_codecs.is_empty(),
+            "baresip with a video source needs at least one video codec"
+        );
+        for codec in &o.video_codecs {
+            c.push_str(match codec {
+                VideoCodec::H264 => "module avcodec.so\n",
+                VideoCodec::Vp8 => "module vp8.so\n",
+            });
+        }
+        // fakevideo is the display (without one baresip offers/answers video sendonly or
+        // inactive) and, for ColourBars, the source.
+        c.push_str("module fakevideo.so\nvideo_display fakevideo,nil\n");
+        match video {
+            VideoSource::File(path) => {
+                let path = path.display().to_string();
+                assert!(
+                    !path.contains(','),
+                    "baresip's avformat splits the video source at ',': {path}"
+                );
+                c.push_str(&format!(
+                    "module avformat.so\nvideo_source avformat,{path}\n"
+                ));
+            }
+            VideoSource::ColourBars => c.push_str("video_source fakevideo,nil\n"),
+        }
+        c.push_str("video_size 320x240\nvideo_fps 25\nvideo_bitrate 500000\n");
     }
     for line in &o.extra_config {
         c.push_str(line);
@@ -1303,7 +1628,8 @@ fn clean_baresip_log(raw: &str) -> String {
         for part in line.split('\r') {
             let part = strip_ansi(part);
             let trimmed = part.trim();
-            let is_status = trimmed.starts_with('[') && trimmed.ends_with("(bit/s)");
+            // `[0:00:03] audio=64000/64000 (bit/s)`, with video `... (bit/s) efps=25.0/25.0`.
+            let is_status = trimmed.starts_with('[') && trimmed.contains("(bit/s)");
             if !trimmed.is_empty() && !is_status {
                 out.push_str(part.trim_end());
                 out.push('\n');
@@ -1329,6 +1655,330 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw SIP caller (for what baresip cannot do as caller)
+// ---------------------------------------------------------------------------------------------
+
+/// One video format of a [`RawSipCall`] offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferedVideo {
+    /// RTP payload type.
+    pub pt: u8,
+    /// `a=rtpmap` encoding, e.g. `H264/90000`.
+    pub rtpmap: String,
+    /// `a=fmtp` parameters, if any.
+    pub fmtp: Option<String>,
+}
+
+impl OfferedVideo {
+    /// H.264 with this packetization mode, `profile-level-id=42e01f` (constrained baseline 3.1).
+    pub fn h264(pt: u8, packetization_mode: u8) -> Self {
+        OfferedVideo {
+            pt,
+            rtpmap: "H264/90000".into(),
+            fmtp: Some(format!(
+                "packetization-mode={packetization_mode};profile-level-id=42e01f"
+            )),
+        }
+    }
+
+    /// VP8.
+    pub fn vp8(pt: u8) -> Self {
+        OfferedVideo {
+            pt,
+            rtpmap: "VP8/90000".into(),
+            fmtp: None,
+        }
+    }
+
+    /// What the gateway offers: H.264 packetization-mode 1 (96) and 0 (97), then VP8 (98).
+    pub fn gateway_offer() -> Vec<OfferedVideo> {
+        vec![Self::h264(96, 1), Self::h264(97, 0), Self::vp8(98)]
+    }
+}
+
+/// RTP packets counted by [`RawSipCall::count_rtp`], per payload type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RtpCounts {
+    /// Packets to the audio port, by payload type.
+    pub audio: std::collections::BTreeMap<u8, usize>,
+    /// Packets to the video port, by payload type.
+    pub video: std::collections::BTreeMap<u8, usize>,
+}
+
+/// A minimal SIP caller over UDP for probing a peer without the gateway: it sends an INVITE
+/// with a chosen offer (PCMU + telephone-event audio, optional video), ACKs the 200, sends
+/// in-dialog INFO (DTMF) and BYE, answers the peer's requests with 200, and counts the RTP the
+/// peer sends. No auth, no retransmissions (loopback), and it sends no RTP itself (so a peer
+/// with `rtp_timeout` hangs up on it). BYE on drop if the call is still up.
+pub struct RawSipCall {
+    sip: UdpSocket,
+    target: SocketAddr,
+    call_id: String,
+    from: String,
+    to: String,
+    remote_target: String,
+    cseq: u32,
+    answer: String,
+    audio_rtp: UdpSocket,
+    video_rtp: UdpSocket,
+    /// Set by a BYE either way.
+    ended: Cell<bool>,
+}
+
+impl RawSipCall {
+    /// Calls `request_uri` at `target` (e.g. `callee.addr()`, `callee.uri()`) offering `video`
+    /// (empty: audio only) with direction `video_direction` (`sendrecv`, `recvonly`, ...), and
+    /// waits up to 10 s for the answer. Err: the final non-2xx status line, or a timeout.
+    pub fn invite(
+        target: SocketAddr,
+        request_uri: &str,
+        video: &[OfferedVideo],
+        video_direction: &str,
+    ) -> Result<RawSipCall, String> {
+        static SEQ: AtomicU64 = AtomicU64::new(1);
+        let bind = || UdpSocket::bind("127.0.0.1:0").expect("cannot bind a UDP socket");
+        let (sip, audio_rtp, video_rtp) = (bind(), bind(), bind());
+        let local = sip.local_addr().unwrap();
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", std::process::id());
+        let mut call = RawSipCall {
+            target,
+            call_id: format!("raw-{id}@127.0.0.1"),
+            from: format!("<sip:raw@{local}>;tag=raw-{id}"),
+            to: format!("<{request_uri}>"),
+            remote_target: request_uri.to_string(),
+            cseq: 1,
+            answer: String::new(),
+            audio_rtp,
+            video_rtp,
+            ended: Cell::new(true),
+            sip,
+        };
+        let mut sdp = format!(
+            "v=0\r\no=- {n} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n",
+            call.audio_rtp.local_addr().unwrap().port()
+        );
+        if !video.is_empty() {
+            let pts: Vec<String> = video.iter().map(|v| v.pt.to_string()).collect();
+            sdp.push_str(&format!(
+                "m=video {} RTP/AVP {}\r\n",
+                call.video_rtp.local_addr().unwrap().port(),
+                pts.join(" ")
+            ));
+            for v in video {
+                sdp.push_str(&format!("a=rtpmap:{} {}\r\n", v.pt, v.rtpmap));
+                if let Some(fmtp) = &v.fmtp {
+                    sdp.push_str(&format!("a=fmtp:{} {fmtp}\r\n", v.pt));
+                }
+            }
+            sdp.push_str(&format!("a=rtcp-fb:* nack pli\r\na={video_direction}\r\n"));
+        }
+        let invite = call.request("INVITE", Some(("application/sdp", &sdp)));
+        let response = call.transact(&invite)?;
+        call.to = sip_header(&response, "To").unwrap_or_default().to_string();
+        if let Some(contact) = sip_header(&response, "Contact") {
+            let uri = contact.trim_start_matches('<');
+            call.remote_target = uri.split('>').next().unwrap_or(uri).to_string();
+        }
+        call.answer = response;
+        // The ACK has the INVITE's CSeq number.
+        call.cseq -= 1;
+        let ack = call.request("ACK", None);
+        call.send(&ack);
+        call.ended.set(false);
+        Ok(call)
+    }
+
+    /// Whether the call ended: BYE sent, or the peer's BYE seen (during [`RawSipCall::count_rtp`]
+    /// or a transaction).
+    pub fn ended(&self) -> bool {
+        self.ended.get()
+    }
+
+    /// The peer's 200 OK to the INVITE.
+    pub fn answer(&self) -> &str {
+        &self.answer
+    }
+
+    /// The SDP answer (the 200's body).
+    pub fn answer_sdp(&self) -> &str {
+        sip_body(&self.answer)
+    }
+
+    /// The answer's `m=<kind>` section (`audio`, `video`).
+    pub fn answer_media(&self, kind: &str) -> Option<&str> {
+        sdp_media_section(self.answer_sdp(), kind)
+    }
+
+    /// Sends an in-dialog INFO with this body and returns the response status.
+    pub fn send_info(&mut self, content_type: &str, body: &str) -> Result<u16, String> {
+        let info = self.request("INFO", Some((content_type, body)));
+        self.transact(&info).map(|r| response_status(&r))
+    }
+
+    /// Sends one DTMF digit by SIP INFO `application/dtmf-relay` (`Signal=5\r\nDuration=160`).
+    pub fn send_dtmf_info(&mut self, digit: char, duration_ms: u32) -> Result<u16, String> {
+        self.send_info(
+            "application/dtmf-relay",
+            &format!("Signal={digit}\r\nDuration={duration_ms}\r\n"),
+        )
+    }
+
+    /// Ends the call with BYE and returns the response status.
+    pub fn bye(&mut self) -> Result<u16, String> {
+        self.ended.set(true);
+        let bye = self.request("BYE", None);
+        self.transact(&bye).map(|r| response_status(&r))
+    }
+
+    /// Counts the RTP packets (not RTCP) that arrive at the offer's audio/video ports during
+    /// `duration`, answering the peer's SIP requests meanwhile.
+    pub fn count_rtp(&self, duration: Duration) -> RtpCounts {
+        let mut counts = RtpCounts::default();
+        let deadline = Instant::now() + duration;
+        let mut buf = [0u8; 2048];
+        for socket in [&self.audio_rtp, &self.video_rtp, &self.sip] {
+            socket.set_nonblocking(true).unwrap();
+        }
+        while Instant::now() < deadline {
+            let mut idle = true;
+            for (socket, map) in [
+                (&self.audio_rtp, &mut counts.audio),
+                (&self.video_rtp, &mut counts.video),
+            ] {
+                while let Ok(len) = socket.recv(&mut buf) {
+                    idle = false;
+                    // RTP version 2; payload types 72..=76 are RTCP (200..=204 without the marker bit).
+                    let pt = buf[1] & 0x7f;
+                    if len >= 12 && buf[0] >> 6 == 2 && !(72..=76).contains(&pt) {
+                        *map.entry(pt).or_default() += 1;
+                    }
+                }
+            }
+            while let Ok(len) = self.sip.recv(&mut buf) {
+                self.answer_request(&String::from_utf8_lossy(&buf[..len]));
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        for socket in [&self.audio_rtp, &self.video_rtp, &self.sip] {
+            socket.set_nonblocking(false).unwrap();
+        }
+        counts
+    }
+
+    /// A request in this dialog (the next CSeq).
+    fn request(&mut self, method: &str, body: Option<(&str, &str)>) -> String {
+        static BRANCH: AtomicU64 = AtomicU64::new(1);
+        let local = self.sip.local_addr().unwrap();
+        let branch = BRANCH.fetch_add(1, Ordering::Relaxed);
+        let cseq = self.cseq;
+        self.cseq += 1;
+        let uri = if method == "INVITE" {
+            self.to.trim_matches(['<', '>'])
+        } else {
+            &self.remote_target
+        };
+        let mut m = format!(
+            "{method} {uri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-raw-{}-{branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <sip:raw@{local}>\r\n",
+            std::process::id(),
+            self.from,
+            self.to,
+            self.call_id
+        );
+        match body {
+            Some((content_type, body)) => m.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )),
+            None => m.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        m
+    }
+
+    fn send(&self, message: &str) {
+        self.sip
+            .send_to(message.as_bytes(), self.target)
+            .expect("cannot send SIP over UDP");
+    }
+
+    /// Sends `request` and waits up to 10 s for its final response: Ok for 2xx, else Err with
+    /// the status line. Provisional responses are skipped, the peer's requests answered.
+    fn transact(&self, request: &str) -> Result<String, String> {
+        let cseq = sip_header(request, "CSeq").unwrap_or_default().to_string();
+        self.send(request);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no final response to {cseq}"));
+            }
+            self.sip.set_read_timeout(Some(left)).unwrap();
+            let Ok(len) = self.sip.recv(&mut buf) else {
+                continue;
+            };
+            let message = String::from_utf8_lossy(&buf[..len]).into_owned();
+            if !message.starts_with("SIP/2.0 ") {
+                self.answer_request(&message);
+                continue;
+            }
+            let status = response_status(&message);
+            if sip_header(&message, "CSeq") != Some(cseq.as_str()) || status < 200 {
+                continue;
+            }
+            return if status < 300 {
+                Ok(message)
+            } else {
+                Err(message.lines().next().unwrap_or("").to_string())
+            };
+        }
+    }
+
+    /// Answers a request from the peer (a BYE, an INFO; no re-INVITEs) with 200 OK.
+    fn answer_request(&self, request: &str) {
+        if request.starts_with("SIP/2.0 ") || request.starts_with("ACK ") {
+            return;
+        }
+        if request.starts_with("BYE ") {
+            self.ended.set(true);
+        }
+        let mut reply = String::from("SIP/2.0 200 OK\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if let Some(value) = sip_header(request, name) {
+                reply.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        reply.push_str("Content-Length: 0\r\n\r\n");
+        self.send(&reply);
+    }
+}
+
+impl Drop for RawSipCall {
+    fn drop(&mut self) {
+        if !self.ended.get() {
+            let bye = self.request("BYE", None);
+            self.send(&bye);
+        }
+    }
+}
+
+/// The status code of a SIP response (0 if unparsable).
+fn response_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@
 //! - Decoding an FLV in which nginx-rtmp appended two publishes (`record_append`) makes ffmpeg
 //!   log "non monotonically increasing dts" errors while still exiting 0 with all samples.
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// What ffprobe says about a media file.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -190,6 +191,44 @@ pub fn tone_strength_of(samples: &[i16], sample_rate: f64, freq_hz: f64) -> f64 
     } else {
         (tone / total).min(1.0)
     }
+}
+
+/// Writes a *video-only* test video (ffmpeg `testsrc`: moving pattern with a frame counter,
+/// 320x240, 25 fps, H.264 constrained baseline, a keyframe every second, no audio track) of
+/// `seconds` to `path`; the container follows the extension (use `.mp4`). Made for baresip's
+/// `avformat` video source, which decodes and re-encodes it with the negotiated codec (so the
+/// file's codec need not match the call's), and which crashed on an MP4 with an AAC track.
+/// About 1.5 s of CPU per minute of video.
+pub fn make_test_video(path: &Path, seconds: u32) {
+    run(Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
+        .args(["-an", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-profile:v", "baseline", "-pix_fmt", "yuv420p", "-g", "25"])
+        .arg(path));
+}
+
+/// A shared 120 s [`make_test_video`] file, made once and then reused (also across test runs
+/// and processes) under cargo's `CARGO_TARGET_TMPDIR`. Longer than any test call, though
+/// baresip would loop it anyway (with a ~1 s pause at each rewind).
+pub fn test_video() -> PathBuf {
+    static MADE: OnceLock<PathBuf> = OnceLock::new();
+    MADE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("sipcast-test-video-320x240-25fps-120s.mp4");
+        if !path.exists() {
+            std::fs::create_dir_all(dir).expect("cannot create CARGO_TARGET_TMPDIR");
+            // Made under a unique name and renamed: parallel test processes never see half a file.
+            let partial = dir.join(format!(
+                "sipcast-test-video-{}.partial.mp4",
+                std::process::id()
+            ));
+            make_test_video(&partial, 120);
+            std::fs::rename(&partial, &path).expect("cannot rename the test video");
+        }
+        path
+    })
+    .clone()
 }
 
 /// Whether the first video frame of `path` is a keyframe (false when there is no video).
