@@ -43,9 +43,27 @@ impl Gateway {
         // An RTP range of its own per gateway; the allocator also probes the host, so overlaps only cost a retry.
         let rtp_min = 30000 + (http_port % 150) * 200;
         let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+        // Lines of `extra_toml` under [media] join the generated [media] table (TOML forbids a second one).
+        let (mut media_extra, mut other_extra, mut in_media) =
+            (String::new(), String::new(), false);
+        for line in extra_toml.lines() {
+            if line.trim_start().starts_with('[') {
+                in_media = line.trim() == "[media]";
+                if in_media {
+                    continue;
+                }
+            }
+            let target = if in_media {
+                &mut media_extra
+            } else {
+                &mut other_extra
+            };
+            target.push_str(line);
+            target.push('\n');
+        }
         let config = format!(
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n\n\
-             [media]\nrtp_bind = \"127.0.0.1\"\nrtp_port_min = {rtp_min}\nrtp_port_max = {}\npipelines_dir = \"{pipelines}\"\n\n{extra_toml}",
+             [media]\nrtp_bind = \"127.0.0.1\"\nrtp_port_min = {rtp_min}\nrtp_port_max = {}\npipelines_dir = \"{pipelines}\"\n{media_extra}\n{other_extra}",
             rtp_min + 199
         );
         let config_path = dir.path().join("sipcast.toml");

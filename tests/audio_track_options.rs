@@ -1,0 +1,55 @@
+//! Acceptance (issue 4, 5): an audio-only call with the black-video template gives a recording with both
+//! tracks (for CDNs that refuse audio-only streams); the G.711 passthrough template gives a recording whose
+//! audio is pcm_mulaw or pcm_alaw, untranscoded.
+
+mod common;
+
+use std::time::Duration;
+
+use common::calls::{start_streaming, startup, terminate};
+use common::gateway::Gateway;
+use common::peers::{Baresip, BaresipOptions, Nginx};
+use common::probe;
+
+fn record_with_template(template: &str, stream: &str) -> probe::ProbeInfo {
+    let nginx = Nginx::start();
+    let callee = Baresip::start(BaresipOptions::new("tone"));
+    let gateway = Gateway::start_with(&format!("[media]\naudio_g711_template = \"{template}\"\n"));
+    start_streaming(
+        &gateway,
+        &startup("c", &callee, "tone", &nginx.rtmp_url(), stream),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    terminate(&gateway, "c");
+    assert!(common::wait_until(Duration::from_secs(10), || !nginx.is_publishing(stream)));
+    let recordings = nginx.recordings(stream);
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    assert!(probe::audio_duration(&recordings[0]) > 3.0);
+    probe::ffprobe(&recordings[0])
+}
+
+#[test]
+fn black_video_adds_a_video_track_to_an_audio_call() {
+    let info = record_with_template("audio-g711-aac-black-video.pipeline", "black-video");
+    assert_eq!(
+        info.video().map(|v| v.codec_name.as_str()),
+        Some("h264"),
+        "{info:?}"
+    );
+    assert_eq!(
+        info.audio().map(|a| a.codec_name.as_str()),
+        Some("aac"),
+        "{info:?}"
+    );
+}
+
+#[test]
+fn g711_passthrough_keeps_the_codec() {
+    let info = record_with_template("audio-g711-passthrough.pipeline", "passthrough");
+    let audio = info.audio().expect("audio track");
+    assert!(
+        ["pcm_mulaw", "pcm_alaw"].contains(&audio.codec_name.as_str()),
+        "{info:?}"
+    );
+    assert!(info.video().is_none());
+}
