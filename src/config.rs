@@ -131,6 +131,9 @@ pub struct MediaConfig {
     pub jitter_latency_ms: u32,
     /// AAC bitrate in bits per second, filled into `{aac_bitrate}`. Default 64000.
     pub aac_bitrate: u32,
+    /// A call whose audio RTP stops for this many seconds is ended (BYE, status FAILED with the reason).
+    /// 0 turns it off. Default 30.
+    pub rtp_timeout_secs: u64,
     /// How long to wait for a pipeline to drain after EOS before it is torn down, in milliseconds. Default 3000.
     pub eos_timeout_ms: u64,
 }
@@ -151,6 +154,7 @@ impl Default for MediaConfig {
             file_output_template: "output-file.pipeline".to_owned(),
             jitter_latency_ms: 200,
             aac_bitrate: 64000,
+            rtp_timeout_secs: 30,
             eos_timeout_ms: 3000,
         }
     }

@@ -518,6 +518,8 @@ impl Driver {
             values: &values,
             rtp_bind: media.rtp_bind,
             jitter_latency_ms: media.jitter_latency_ms,
+            rtp_timeout: (media.rtp_timeout_secs > 0)
+                .then(|| Duration::from_secs(media.rtp_timeout_secs)),
             audio,
             video,
             keepalive,
@@ -681,6 +683,12 @@ impl Driver {
                 if let Some(change) = change {
                     self.apply_target_change(leg, change);
                 }
+            }
+            MediaEventKind::RtpTimeout => {
+                let secs = self.config.media.rtp_timeout_secs;
+                self.fail(leg, format!("no RTP received for {secs} s; hung up"));
+                self.stop_media(leg, true);
+                self.ua.hangup(Instant::now(), leg);
             }
             MediaEventKind::Failed(reason) => {
                 self.fail(leg, format!("media pipeline: {reason}"));

@@ -35,6 +35,8 @@ pub enum MediaEventKind {
     },
     /// The call pipeline failed; the call cannot go on. Text scrubbed.
     Failed(String),
+    /// No audio RTP arrived for the configured time.
+    RtpTimeout,
     /// The call's pipelines are down and its port can be reused.
     Stopped { rtp_ports: Vec<u16> },
 }
@@ -193,6 +195,8 @@ pub struct Setup<'a> {
     pub values: &'a Values,
     pub rtp_bind: IpAddr,
     pub jitter_latency_ms: u32,
+    /// Report `RtpTimeout` when no audio RTP arrives for this long.
+    pub rtp_timeout: Option<Duration>,
     pub audio: StreamSetup,
     pub video: Option<StreamSetup>,
     pub keepalive: Option<KeepAlive>,
@@ -272,6 +276,7 @@ impl CallPipeline {
             values,
             rtp_bind,
             jitter_latency_ms,
+            rtp_timeout,
             audio,
             video,
             keepalive,
@@ -330,6 +335,10 @@ impl CallPipeline {
                 .build()
                 .map_err(|e| MediaError::Start(e.to_string()))?;
             let funnel = make("funnel")?;
+            if let Some(timeout) = rtp_timeout.filter(|_| session == 0) {
+                // udpsrc posts a GstUDPSrcTimeout element message when nothing arrived for this long.
+                rtp_src.set_property("timeout", timeout.as_nanos() as u64);
+            }
             pipeline
                 .add_many([&rtp_src, &rtcp_src, &rtcp_out, &funnel])
                 .map_err(|e| MediaError::Start(e.to_string()))?;
@@ -483,9 +492,21 @@ impl CallPipeline {
         let handler_events = events.clone();
         let scrub_keys: Vec<TargetKind> = targets.clone();
         let errored = AtomicBool::new(false);
+        let timed_out = AtomicBool::new(false);
         bus.set_sync_handler(move |_, message| {
             use gst::MessageView;
             match message.view() {
+                MessageView::Element(element)
+                    if element
+                        .structure()
+                        .is_some_and(|s| s.name() == "GstUDPSrcTimeout")
+                        && !timed_out.swap(true, Ordering::SeqCst) =>
+                {
+                    let _ = handler_events.send(MediaEvent {
+                        leg,
+                        kind: MediaEventKind::RtpTimeout,
+                    });
+                }
                 MessageView::Eos(_) => {
                     let _ = drained_tx.send(());
                 }
