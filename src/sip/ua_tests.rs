@@ -1,6 +1,7 @@
 //! Sans-IO tests of the user agent: a scripted peer answers the datagrams it emits, time is synthetic.
 
 use super::*;
+use crate::secret::Password;
 use crate::sip::message::{parse, Incoming, StartLine};
 
 const PEER: &str = "127.0.0.1:5062";
@@ -12,6 +13,18 @@ fn config() -> UaConfig {
         user_agent: "sipcast-test".into(),
         timers: Timers::default(),
         no_answer_timeout: Duration::from_secs(60),
+        // Most tests are about RFC 3261; the session timer tests turn it on.
+        session_expires: None,
+        ..UaConfig::default()
+    }
+}
+
+fn offer() -> Offer {
+    Offer {
+        address: "127.0.0.1".parse().unwrap(),
+        audio_port: 20000,
+        audio_direction: sdp::Direction::SendRecv,
+        session_id: 100,
     }
 }
 
@@ -23,11 +36,13 @@ fn spec(leg: LegId, password: Option<&str>) -> CallSpec {
         contact_user: "gw".into(),
         destination: PEER.parse().unwrap(),
         via_outbound_proxy: false,
+        transport: Transport::Udp,
         credentials: password.map(|p| Credentials {
             username: "gw".into(),
             password: Password::new(p),
         }),
-        sdp_offer: b"v=0\r\n".to_vec(),
+        offer: offer(),
+        register: None,
     }
 }
 
