@@ -322,6 +322,7 @@ impl Driver {
                 return;
             }
         }
+        tracing::debug!(%peer, "SIP TCP connection opening");
         let (writer, queue) = mpsc::unbounded_channel();
         let _ = writer.send(payload);
         self.tcp.insert(peer, writer);

@@ -1289,6 +1289,8 @@ pub struct KamailioOptions {
     /// Relay every authenticated INVITE to this next hop; None: act as registrar and route
     /// INVITEs to registered contacts.
     pub forward_to: Option<SocketAddr>,
+    /// Registrar `min_expires` (kamailio's default is 60 s); lower it for refresh tests.
+    pub min_expires: Option<u32>,
 }
 
 impl Default for KamailioOptions {
@@ -1297,6 +1299,7 @@ impl Default for KamailioOptions {
             users: Vec::new(),
             realm: "sipcast.test".to_string(),
             forward_to: None,
+            min_expires: None,
         }
     }
 }
@@ -1478,7 +1481,12 @@ fn kamailio_config(o: &KamailioOptions, port: u16, instance: &str) -> String {
     } else {
         ""
     };
+    let min_expires = o
+        .min_expires
+        .map(|m| format!("modparam(\"registrar\", \"min_expires\", {m})\n"))
+        .unwrap_or_default();
     KAMAILIO_TEMPLATE
+        .replace("@MIN_EXPIRES@", &min_expires)
         .replace("@REGISTER@", register)
         .replace("@INVITE_TARGET@", &invite_target)
         .replace("@USERS@", &users)
@@ -1515,7 +1523,7 @@ loadmodule "htable.so"
 
 modparam("usrloc", "db_mode", 0)
 modparam("htable", "htable", "users=>size=4;")
-
+@MIN_EXPIRES@
 event_route[htable:mod-init] {
     $var(users) = "loaded";
 @USERS@}
