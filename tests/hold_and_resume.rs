@@ -85,14 +85,15 @@ fn hold_and_resume_call(stream: &str) -> std::path::PathBuf {
     );
     gateway.wait_for("hold-call", "status", "FINISH", Duration::from_secs(10));
     assert!(callee.wait_for_bye(Duration::from_secs(5)));
-    assert!(nginx.wait_for_publish_end("hold-stream", Duration::from_secs(10)));
-    let recordings = nginx.recordings("hold-stream");
+    assert!(nginx.wait_for_publish_end(stream, Duration::from_secs(10)));
+    let recordings = nginx.recordings(stream);
     assert_eq!(
         recordings.len(),
         1,
         "one publish, never interrupted: {recordings:?}"
     );
-    let (max_gap, span) = probe::audio_packet_gaps(&recordings[0]);
-    assert!(span > 6.0, "the recording spans the call: {span} s");
-    assert!(max_gap <= 1.0, "a gap of {max_gap} s in the recording");
+    // The nginx dir goes with `nginx`: keep the file.
+    let kept = std::env::temp_dir().join(format!("sipcast-{stream}-{}.flv", std::process::id()));
+    std::fs::copy(&recordings[0], &kept).expect("copy the recording");
+    kept
 }
