@@ -736,7 +736,7 @@ impl UserAgent {
         body: Option<&[u8]>,
     ) -> (Result<Vec<u8>, message::MessageError>, String, String) {
         let (via, branch) = self.via(leg.spec.transport);
-        let mut builder = RequestBuilder::new(method.clone(), dialog.remote_target.clone())
+        let mut builder = RequestBuilder::new(method, dialog.remote_target.clone())
             .header("Via", via.clone())
             .header("Max-Forwards", "70");
         for route in &dialog.route_set {
