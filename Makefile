@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sipcast.toml
 
-.PHONY: run test deps deps-test build build-release lint check-templates clean
+.PHONY: run test deps deps-test build build-release lint check-templates clean fuzz
 
 ## Install build and runtime dependencies (GStreamer 1.22) if missing.
 deps:
@@ -24,6 +24,11 @@ test: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) test --locked --workspace --no-fail-fast
+
+## Fuzz the SIP and SDP parsers (cargo fuzz on stable via RUSTC_BOOTSTRAP), FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -72,6 +72,23 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Seconds an INVITE may ring (after a provisional response) before it is cancelled. Default 60.
     pub no_answer_timeout_secs: u64,
+    /// Also accept SIP over TCP on the listen address (RFC 3261 18), for peers that send in-dialog requests
+    /// to a `transport=tcp` Contact. Default true.
+    pub tcp: bool,
+    /// RFC 4028 session interval asked for in INVITEs, in seconds; the gateway refreshes at half of it.
+    /// 0 turns session timers off (a peer asking for one is still served). Default 1800.
+    pub session_expires_secs: u64,
+    /// RFC 4028 Min-SE: shortest session interval accepted, in seconds (at least 90). Default 90.
+    pub min_se_secs: u64,
+    /// REGISTER expiry asked for (sipRegisterRequired), in seconds; refreshed at half the granted time.
+    /// Default 3600.
+    pub register_expires_secs: u64,
+    /// Status answered to INVITEs outside our calls (the gateway takes no incoming calls). Default 403.
+    pub incoming_invite_status: u16,
+    /// Answers per second to requests outside any call (and to malformed ones); more are dropped. Default 50.
+    pub stray_responses_per_sec: u32,
+    /// Burst allowance for the above. Default 200.
+    pub stray_responses_burst: u32,
 }
 
 impl Default for SipConfig {
@@ -85,6 +102,13 @@ impl Default for SipConfig {
             t4_ms: 5000,
             user_agent: concat!("sipcast/", env!("CARGO_PKG_VERSION")).to_owned(),
             no_answer_timeout_secs: 60,
+            tcp: true,
+            session_expires_secs: 1800,
+            min_se_secs: 90,
+            register_expires_secs: 3600,
+            incoming_invite_status: 403,
+            stray_responses_per_sec: 50,
+            stray_responses_burst: 200,
         }
     }
 }
@@ -310,6 +334,30 @@ impl Config {
                 "rtmp.reconnect_initial_ms",
                 "need 0 < initial <= max and a multiplier in 1.0..=10.0",
             ));
+        }
+        if s.min_se_secs < 90 {
+            return Err(invalid(
+                "sip.min_se_secs",
+                "must be at least 90 (RFC 4028 4)",
+            ));
+        }
+        if s.session_expires_secs != 0 && s.session_expires_secs < s.min_se_secs {
+            return Err(invalid(
+                "sip.session_expires_secs",
+                "must be 0 (off) or at least sip.min_se_secs",
+            ));
+        }
+        if !(400..=699).contains(&s.incoming_invite_status) {
+            return Err(invalid(
+                "sip.incoming_invite_status",
+                "must be a final error status 400-699",
+            ));
+        }
+        if s.register_expires_secs < 10 {
+            return Err(invalid("sip.register_expires_secs", "must be at least 10"));
+        }
+        if s.stray_responses_burst == 0 {
+            return Err(invalid("sip.stray_responses_burst", "must be at least 1"));
         }
         if self.calls.max_calls == 0 {
             return Err(invalid("calls.max_calls", "must be at least 1"));

@@ -1,14 +1,17 @@
-//! The one thin tokio task that owns the SIP socket and the clock, and drives the sans-IO cores: the SIP
+//! The one thin tokio task that owns the SIP sockets and the clock, and drives the sans-IO cores: the SIP
 //! user agent, the call registry's state rules, and the per-call media pipelines.
 //!
-//! Everything that can block (DNS, stopping a pipeline) happens off this task and comes back as a message.
+//! SIP goes over UDP (one socket) and TCP (a listener on the same address, and one connection per peer
+//! address, opened on demand; RFC 3261 18.3 framing by `message::StreamFramer`). Everything that can block
+//! (DNS, connecting, stopping a pipeline) happens off this task and comes back as a message.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::call::{CallStatus, Registry, RtmpStatus, SipFollowUp};
@@ -18,8 +21,9 @@ use crate::media::{
     PortAllocator, Setup, StreamSetup, TargetChange, TargetId, TargetKind, Templates, Values,
 };
 use crate::sdp::{self, Direction, Offer, VideoCodec};
+use crate::sip::message::{StreamFramer, Transport};
 use crate::sip::transaction::Timers;
-use crate::sip::ua::{CallSpec, Credentials, LegId, SipEvent, UaConfig, UserAgent};
+use crate::sip::ua::{CallSpec, Credentials, LegId, RateLimit, SipEvent, UaConfig, UserAgent};
 
 /// Commands from the API to the driver.
 #[derive(Debug)]
@@ -81,10 +85,19 @@ enum Internal {
         generation: u64,
         failure: Option<String>,
     },
+    /// A peer connected to our TCP listener; `writer` sends on that connection.
+    TcpAccepted(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
+    /// A complete message framed from a TCP connection.
+    TcpMessage(SocketAddr, Vec<u8>),
+    /// A TCP connection is gone (closed, reset, failed to connect, or a framing error).
+    TcpClosed(SocketAddr),
 }
 
 /// The target every call starts with (its rtmpUrl/rtmpStream); its status is the call's rtmpStreamStatus.
 const PRIMARY_TARGET: TargetId = 1;
+
+/// How long connecting to a TCP peer may take; the transaction's own timers cover the rest.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Media state of one call.
 struct MediaSlot {
@@ -100,6 +113,9 @@ pub struct Driver {
     registry: Arc<Registry>,
     ua: UserAgent,
     socket: UdpSocket,
+    tcp_listener: Option<TcpListener>,
+    /// Open TCP connections by peer address: a sender to the connection's writer.
+    tcp: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
     templates: Templates,
     ports: PortAllocator,
     media: HashMap<LegId, MediaSlot>,
@@ -129,16 +145,39 @@ impl Driver {
         let local = socket
             .local_addr()
             .map_err(|source| DriverError::Bind { addr, source })?;
+        let tcp_listener = if config.sip.tcp {
+            let tcp_addr = local;
+            Some(
+                TcpListener::bind(tcp_addr)
+                    .await
+                    .map_err(|source| DriverError::Bind {
+                        addr: tcp_addr,
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        let sip = &config.sip;
         let ua = UserAgent::new(UaConfig {
-            advertised_host: config.sip.advertised_host(),
+            advertised_host: sip.advertised_host(),
             advertised_port: local.port(),
-            user_agent: config.sip.user_agent.clone(),
+            user_agent: sip.user_agent.clone(),
             timers: Timers {
-                t1: Duration::from_millis(config.sip.t1_ms),
-                t2: Duration::from_millis(config.sip.t2_ms),
-                t4: Duration::from_millis(config.sip.t4_ms),
+                t1: Duration::from_millis(sip.t1_ms),
+                t2: Duration::from_millis(sip.t2_ms),
+                t4: Duration::from_millis(sip.t4_ms),
             },
-            no_answer_timeout: Duration::from_secs(config.sip.no_answer_timeout_secs),
+            no_answer_timeout: Duration::from_secs(sip.no_answer_timeout_secs),
+            session_expires: (sip.session_expires_secs > 0)
+                .then(|| Duration::from_secs(sip.session_expires_secs)),
+            min_se: Duration::from_secs(sip.min_se_secs),
+            incoming_invite_status: sip.incoming_invite_status,
+            stray_limit: RateLimit {
+                per_second: sip.stray_responses_per_sec,
+                burst: sip.stray_responses_burst,
+            },
+            register_expires: Duration::from_secs(sip.register_expires_secs),
         });
         let ports = PortAllocator::new(
             config.media.rtp_bind,
@@ -152,6 +191,8 @@ impl Driver {
             registry,
             ua,
             socket,
+            tcp_listener,
+            tcp: HashMap::new(),
             templates,
             ports,
             media: HashMap::new(),
@@ -170,6 +211,9 @@ impl Driver {
 
     /// Runs until every command sender is gone, or a shutdown has completed.
     pub async fn run(mut self) {
+        if let Some(listener) = self.tcp_listener.take() {
+            tokio::spawn(accept_tcp(listener, self.internal_tx.clone()));
+        }
         let mut buf = vec![0u8; 65535];
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,12 +255,17 @@ impl Driver {
             let mut idle = true;
             while let Some(transmit) = self.ua.poll_transmit() {
                 idle = false;
-                if let Err(e) = self
-                    .socket
-                    .send_to(&transmit.payload, transmit.destination)
-                    .await
-                {
-                    tracing::warn!(destination = %transmit.destination, "SIP send failed: {e}");
+                match transmit.transport {
+                    Transport::Udp => {
+                        if let Err(e) = self
+                            .socket
+                            .send_to(&transmit.payload, transmit.destination)
+                            .await
+                        {
+                            tracing::warn!(destination = %transmit.destination, "SIP send failed: {e}");
+                        }
+                    }
+                    Transport::Tcp => self.send_tcp(transmit.destination, transmit.payload),
                 }
             }
             while let Some(event) = self.ua.poll_event() {
@@ -335,7 +384,46 @@ impl Driver {
                     self.apply_target_change(leg, change);
                 }
             }
+            Internal::TcpAccepted(peer, writer) => {
+                tracing::debug!(%peer, "SIP TCP connection accepted");
+                self.tcp.insert(peer, writer);
+            }
+            Internal::TcpMessage(peer, message) => {
+                self.ua
+                    .handle_message(Instant::now(), peer, Transport::Tcp, &message)
+            }
+            Internal::TcpClosed(peer) => {
+                tracing::debug!(%peer, "SIP TCP connection closed");
+                self.tcp.remove(&peer);
+            }
         }
+    }
+
+    /// Sends over the connection to `peer`, opening one if there is none (RFC 3261 18.1.1, 18.2.2).
+    fn send_tcp(&mut self, peer: SocketAddr, payload: Vec<u8>) {
+        if let Some(writer) = self.tcp.get(&peer) {
+            if writer.send(payload.clone()).is_ok() {
+                return;
+            }
+        }
+        tracing::debug!(%peer, "SIP TCP connection opening");
+        let (writer, queue) = mpsc::unbounded_channel();
+        let _ = writer.send(payload);
+        self.tcp.insert(peer, writer);
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+                Ok(Ok(stream)) => run_tcp(stream, peer, queue, internal).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, "SIP TCP connect failed: {e}");
+                    let _ = internal.send(Internal::TcpClosed(peer));
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "SIP TCP connect timed out");
+                    let _ = internal.send(Internal::TcpClosed(peer));
+                }
+            }
+        });
     }
 
     fn place_call(&mut self, leg: LegId, destination: Result<SocketAddr, String>) {
@@ -386,13 +474,23 @@ impl Driver {
             contact_user: request.sip_login.clone(),
             destination,
             via_outbound_proxy: request.via_outbound_proxy,
+            transport: request.transport,
             credentials: request.password.clone().map(|password| Credentials {
                 username: request.auth_name.clone(),
                 password,
             }),
-            sdp_offer: offer.to_sdp(),
+            offer,
+            register: request.registrar_uri.clone(),
         };
-        tracing::info!(call_id = request.call_id, leg, %destination, target = request.target_uri, "placing call");
+        tracing::info!(
+            call_id = request.call_id,
+            leg,
+            %destination,
+            transport = request.transport.via_name(),
+            target = request.target_uri,
+            register = request.registrar_uri.as_deref().unwrap_or("no"),
+            "placing call"
+        );
         if let Err(e) = self.ua.start_call(Instant::now(), spec) {
             self.fail(leg, e.to_string());
             self.release_media(leg);
@@ -408,6 +506,28 @@ impl Driver {
     fn on_sip_event(&mut self, event: SipEvent) {
         let leg = event.leg();
         let now = Instant::now();
+        match &event {
+            SipEvent::Registered { expires, .. } => {
+                tracing::info!(
+                    leg,
+                    expires = expires.as_secs(),
+                    "SIP registration accepted"
+                )
+            }
+            SipEvent::Refreshed {
+                by_us, interval, ..
+            } => tracing::info!(
+                leg,
+                by_us,
+                interval = interval.as_secs(),
+                "SIP session refreshed"
+            ),
+            SipEvent::MediaUpdated { hold, .. } => {
+                // The pipeline keeps running through hold and resume; the media side fills the gap.
+                tracing::info!(leg, hold, "SIP session updated by the peer")
+            }
+            _ => {}
+        }
         let Some(follow_up) = self.registry.update(leg, |c| {
             let before = (c.status, c.sip_status);
             let follow_up = c.on_sip_event(&event, now);
@@ -685,6 +805,15 @@ impl Driver {
                 }
             }
             MediaEventKind::RtpTimeout => {
+                // A held call may be silent (RFC 3264 8.4: sendonly/inactive); udpsrc keeps reporting, so the
+                // timeout applies again once the call is resumed.
+                if self
+                    .registry
+                    .get(leg)
+                    .is_some_and(|c| c.status == CallStatus::Hold)
+                {
+                    return;
+                }
                 let secs = self.config.media.rtp_timeout_secs;
                 self.fail(leg, format!("no RTP received for {secs} s; hung up"));
                 self.stop_media(leg, true);
@@ -790,6 +919,75 @@ fn finish_now(c: &mut crate::call::CallRecord, status: CallStatus, reason: &str)
         c.reason = Some(reason.to_owned());
         c.ended_at = Some(Instant::now());
     }
+}
+
+/// Accepts SIP TCP connections until the driver is gone.
+async fn accept_tcp(listener: TcpListener, internal: mpsc::UnboundedSender<Internal>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let (writer, queue) = mpsc::unbounded_channel();
+                if internal.send(Internal::TcpAccepted(peer, writer)).is_err() {
+                    return;
+                }
+                tokio::spawn(run_tcp(stream, peer, queue, internal.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("SIP TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if internal.is_closed() {
+            return;
+        }
+    }
+}
+
+/// One TCP connection: frames what arrives (RFC 3261 18.3) and writes what the driver queues. Ends on EOF,
+/// an I/O error or a framing error (the stream cannot be resynchronised: RFC 4475 3.1.2.3).
+async fn run_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    internal: mpsc::UnboundedSender<Internal>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut framer = StreamFramer::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = reader.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    framer.push(&buf[..n]);
+                    loop {
+                        match framer.next_message() {
+                            Ok(Some(message)) => {
+                                if internal.send(Internal::TcpMessage(peer, message)).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(%peer, "closing SIP TCP connection: {e}");
+                                let _ = internal.send(Internal::TcpClosed(peer));
+                                return;
+                            }
+                        }
+                    }
+                }
+            },
+            out = queue.recv() => match out {
+                Some(payload) => {
+                    if writer.write_all(&payload).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = internal.send(Internal::TcpClosed(peer));
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -76,16 +76,29 @@ async fn serve(config: Arc<Config>, templates: Templates) -> anyhow::Result<()> 
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     tracing::info!(http = %listener.local_addr()?, sip = %sip_addr, "sipcast ready");
     let router = api::app(state, config.http.max_body_bytes);
+
+    // SIGTERM/Ctrl-C: the driver drains (BYE on every call, EOS on every stream, the registry refuses new
+    // calls so the API answers 503) while HTTP keeps serving; HTTP stops once the driver is done, all
+    // within 5 s.
+    let (http_stop, http_stopped) = oneshot::channel::<()>();
+    let drain_commands = commands.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: draining");
+        let (done, done_rx) = oneshot::channel();
+        if drain_commands.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(4300), done_rx).await;
+        }
+        let _ = http_stop.send(());
+    });
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            let _ = http_stopped.await;
+        })
         .await?;
 
-    let (done, done_rx) = oneshot::channel();
-    if commands.send(Command::Shutdown(done)).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
-    }
     drop(commands);
-    let _ = tokio::time::timeout(Duration::from_secs(1), driver_task).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), driver_task).await;
     tracing::info!("sipcast stopped");
     Ok(())
 }

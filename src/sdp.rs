@@ -119,7 +119,7 @@ pub const TELEPHONE_EVENT_PT: u8 = 101;
 pub const PTIME_MS: u32 = 20;
 
 /// What the gateway offers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
     /// Address written into o= and c=.
     pub address: IpAddr,
@@ -139,7 +139,12 @@ pub struct Offer {
 impl Offer {
     /// The offer's SDP text.
     pub fn to_sdp(&self) -> Vec<u8> {
-        let origin = Origin::with_ip_addr(self.session_id, self.session_id, self.address);
+        self.to_sdp_version(self.session_id)
+    }
+
+    /// The offer with o= version `version` (RFC 3264 8: a changed description has a higher version).
+    pub fn to_sdp_version(&self, version: u64) -> Vec<u8> {
+        let origin = Origin::with_ip_addr(self.session_id, version, self.address);
         let mut session = Session::new(origin, "sipcast");
         session.connection = Some(Connection::from_ip_addr(self.address));
         session.times.push(Time::new(0, 0));
@@ -230,8 +235,11 @@ pub struct MediaPlan {
 }
 
 /// Parses SDP and returns it, for callers that only need to know it is well-formed.
+/// Never panics: sdp-types is additionally guarded, as anything a peer sends must end in an error at worst.
 pub fn parse(body: &[u8]) -> Result<Session, SdpError> {
-    Session::parse(body).map_err(|e| SdpError::Parse(e.to_string()))
+    std::panic::catch_unwind(|| Session::parse(body))
+        .map_err(|_| SdpError::Parse("SDP parser panicked".into()))?
+        .map_err(|e| SdpError::Parse(e.to_string()))
 }
 
 /// Turns the peer's answer into a plan. Robust to what real products send: static payload types without
@@ -391,6 +399,175 @@ fn plan_video(session: &Session, video: &Media) -> Result<VideoPlan, SdpError> {
     })
 }
 
+impl Direction {
+    /// Our direction in an answer to a stream the peer offers as `self`, given the direction we want
+    /// (RFC 3264 6.1): their sendonly is our recvonly, their inactive ours, their recvonly our sendonly (if
+    /// we send at all).
+    pub fn answer_to(self, ours: Direction) -> Direction {
+        let we_send = matches!(ours, Direction::SendRecv | Direction::SendOnly);
+        match self {
+            Direction::SendRecv if we_send => Direction::SendRecv,
+            Direction::SendRecv | Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly if we_send => Direction::SendOnly,
+            Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
+        }
+    }
+}
+
+impl MediaPlan {
+    /// True when the peer has put the call on hold (RFC 3264 8.4: sendonly or inactive; RFC 2543's
+    /// c=0.0.0.0 too).
+    pub fn is_hold(&self) -> bool {
+        matches!(
+            self.audio.remote_direction,
+            Direction::SendOnly | Direction::Inactive
+        ) || self.audio.remote.ip().is_unspecified()
+    }
+}
+
+/// Answers a new offer from the peer inside the dialog (re-INVITE or UPDATE, RFC 3264 8): same address and
+/// port as before, the codec in use if the offer still has it (the pipeline keeps running), the direction
+/// mirrored. Returns the answer's SDP (o= version `version`) and the plan the offer implies.
+pub fn answer_reoffer(
+    local: &Offer,
+    version: u64,
+    remote_offer: &[u8],
+    current: Option<AudioCodec>,
+) -> Result<(Vec<u8>, MediaPlan), SdpError> {
+    let mut plan = plan_from_answer(remote_offer)?;
+    if let Some(codec) = current {
+        // The offer's first supported codec was chosen; keep the running one if it is still offered.
+        if let Some(pt) = offered_payload_type(remote_offer, codec) {
+            plan.audio.codec = codec;
+            plan.audio.payload_type = pt;
+        }
+    }
+    let origin = Origin::with_ip_addr(local.session_id, version, local.address);
+    let mut session = Session::new(origin, "sipcast");
+    session.connection = Some(Connection::from_ip_addr(local.address));
+    session.times.push(Time::new(0, 0));
+    let a = &plan.audio;
+    let mut fmts = a.payload_type.to_string();
+    if let Some(te) = a.telephone_event_pt {
+        fmts.push_str(&format!(" {te}"));
+    }
+    let mut audio = Media::new(
+        sdp_types::MediaType::Audio,
+        local.audio_port,
+        sdp_types::TransportProto::RtpAvp,
+        fmts,
+    );
+    audio.add_attribute_with_value(
+        "rtpmap",
+        format!(
+            "{} {}/{}",
+            a.payload_type,
+            a.codec.encoding_name(),
+            a.clock_rate
+        ),
+    );
+    if let Some(te) = a.telephone_event_pt {
+        audio.add_attribute_with_value("rtpmap", format!("{te} telephone-event/8000"));
+        audio.add_attribute_with_value("fmtp", format!("{te} 0-16"));
+    }
+    audio.add_attribute_with_value("ptime", PTIME_MS);
+    audio.add_attribute_from_str(
+        a.remote_direction
+            .answer_to(local.audio_direction)
+            .attribute(),
+    );
+    // RFC 3264 6: the answer has one m-line per offered m-line, in order; what we do not take is
+    // refused with port 0.
+    let offered = parse(remote_offer)?;
+    let mut audio_answered = false;
+    let mut video_answered = false;
+    for media in &offered.medias {
+        let is_audio = media.media.eq_ignore_ascii_case("audio") && media.port != 0;
+        let is_video = media.media.eq_ignore_ascii_case("video") && media.port != 0;
+        if is_audio && !audio_answered {
+            audio_answered = true;
+            session.medias.push(audio.clone());
+        } else if let (true, false, Some(port), Some(v)) = (
+            is_video,
+            video_answered,
+            local.video_port,
+            plan.video.as_ref(),
+        ) {
+            video_answered = true;
+            let mut video = Media::new(
+                sdp_types::MediaType::Video,
+                port,
+                sdp_types::TransportProto::RtpAvp,
+                v.payload_type,
+            );
+            video.add_attribute_with_value(
+                "rtpmap",
+                format!("{} {}/90000", v.payload_type, v.codec.encoding_name()),
+            );
+            if let VideoCodec::H264 { packetization_mode } = v.codec {
+                video.add_attribute_with_value(
+                    "fmtp",
+                    format!(
+                        "{} packetization-mode={packetization_mode};profile-level-id={H264_PROFILE_LEVEL_ID}",
+                        v.payload_type
+                    ),
+                );
+            }
+            video.add_attribute_with_value("rtcp-fb", "* nack pli");
+            video.add_attribute_with_value("rtcp-fb", "* ccm fir");
+            video.add_attribute_from_str(
+                v.remote_direction
+                    .answer_to(local.video_direction)
+                    .attribute(),
+            );
+            session.medias.push(video);
+        } else {
+            let mut refused = Media::new(
+                sdp_types::MediaType::Audio,
+                0,
+                sdp_types::TransportProto::RtpAvp,
+                &media.fmt,
+            );
+            refused.media = media.media.clone();
+            refused.proto = media.proto.clone();
+            session.medias.push(refused);
+        }
+    }
+    if !video_answered {
+        plan.video = None;
+    }
+    let mut out = Vec::new();
+    session
+        .write(&mut out)
+        .expect("writing SDP into a Vec cannot fail");
+    Ok((out, plan))
+}
+
+/// The payload type the offer's first audio stream uses for `codec`, if it lists it.
+fn offered_payload_type(body: &[u8], codec: AudioCodec) -> Option<u8> {
+    let session = parse(body).ok()?;
+    let audio = session
+        .medias
+        .iter()
+        .find(|m| m.media.eq_ignore_ascii_case("audio") && m.port != 0)?;
+    let rtpmaps: Vec<(u8, String, u32)> = audio
+        .attributes
+        .iter()
+        .filter(|a| a.attribute.eq_ignore_ascii_case("rtpmap"))
+        .filter_map(|a| a.value.as_deref().and_then(parse_rtpmap))
+        .collect();
+    audio
+        .fmt
+        .split_ascii_whitespace()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .find(|pt| match rtpmaps.iter().find(|(p, _, _)| p == pt) {
+            Some((_, name, rate)) => {
+                name.eq_ignore_ascii_case(codec.encoding_name()) && *rate == 8000
+            }
+            None => *pt == codec.static_payload_type(),
+        })
+}
+
 fn parse_rtpmap(value: &str) -> Option<(u8, String, u32)> {
     let (pt, rest) = value.trim().split_once(char::is_whitespace)?;
     let mut parts = rest.trim().split('/');
@@ -465,6 +642,57 @@ m=audio 4000 RTP/AVP 0 101\r\nc=IN IP4 10.0.0.9\r\na=rtpmap:0 PCMU/8000\r\na=rtp
             plan_from_answer(b"garbage"),
             Err(SdpError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn reoffers_are_answered_with_mirrored_direction_and_the_running_codec() {
+        let local = Offer {
+            address: "192.0.2.1".parse().unwrap(),
+            audio_port: 20000,
+            audio_direction: Direction::SendRecv,
+            video_port: None,
+            video_direction: Direction::RecvOnly,
+            session_id: 42,
+        };
+        let hold = b"v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n";
+        let (answer, plan) = answer_reoffer(&local, 43, hold, Some(AudioCodec::Pcmu)).unwrap();
+        let text = String::from_utf8(answer).unwrap();
+        assert!(plan.is_hold());
+        assert_eq!(
+            plan.audio.codec,
+            AudioCodec::Pcmu,
+            "the running codec is kept"
+        );
+        assert!(text.contains("o=- 42 43 IN IP4 192.0.2.1\r\n"), "{text}");
+        assert!(text.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=recvonly\r\n"), "{text}");
+        let resume = String::from_utf8_lossy(hold).replace("a=sendonly", "a=sendrecv");
+        let (answer, plan) = answer_reoffer(&local, 44, resume.as_bytes(), None).unwrap();
+        assert!(!plan.is_hold());
+        assert_eq!(
+            plan.audio.codec,
+            AudioCodec::Pcma,
+            "first offered without a running codec"
+        );
+        assert!(String::from_utf8(answer)
+            .unwrap()
+            .contains("a=sendrecv\r\n"));
+        let inactive = String::from_utf8_lossy(hold).replace("a=sendonly", "a=inactive");
+        let (answer, plan) = answer_reoffer(&local, 45, inactive.as_bytes(), None).unwrap();
+        assert!(plan.is_hold());
+        assert!(String::from_utf8(answer)
+            .unwrap()
+            .contains("a=inactive\r\n"));
+        let old_hold = String::from_utf8_lossy(hold)
+            .replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0")
+            .replace("a=sendonly", "a=sendrecv");
+        assert!(answer_reoffer(&local, 46, old_hold.as_bytes(), None)
+            .unwrap()
+            .1
+            .is_hold());
+        let opus = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(answer_reoffer(&local, 47, opus, None).is_err());
     }
 
     #[test]

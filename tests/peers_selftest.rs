@@ -3,10 +3,13 @@
 mod common;
 
 use common::peers::{
-    Baresip, BaresipOptions, GstPublisher, Kamailio, KamailioOptions, Nginx, KAM_AUTH_FAILED,
-    KAM_AUTH_OK, KAM_CHALLENGED, KAM_REGISTERED, KAM_RELAYED,
+    Baresip, BaresipOptions, DtmfVia, GstPublisher, Kamailio, KamailioOptions, Nginx, OfferedVideo,
+    RawSipCall, SipTraceMessage, VideoCodec, VideoSource, BARESIP_HOLD, BARESIP_RESUME,
+    KAM_AUTH_FAILED, KAM_AUTH_OK, KAM_CHALLENGED, KAM_REGISTERED, KAM_RELAYED,
 };
-use common::probe::{audio_duration, ffprobe, first_video_frame_is_keyframe, tone_strength};
+use common::probe::{
+    audio_duration, ffprobe, first_video_frame_is_keyframe, test_video, tone_strength,
+};
 use common::wait_until;
 use std::time::{Duration, Instant};
 
@@ -234,4 +237,260 @@ fn probes_measure_generated_media() {
         "no video, no keyframe"
     );
     eprintln!("probe selftest took {:?}", started.elapsed());
+}
+
+/// Establishes a call from `caller` to `callee`; panics with the logs if it fails.
+fn establish(caller: &Baresip, callee: &Baresip) {
+    caller.dial(&callee.uri());
+    if !callee.wait_for_established(SIP_TIMEOUT) {
+        callee.fail(&format!(
+            "call not established; caller log:\n{}",
+            caller.log()
+        ));
+    }
+    if !caller.wait_for_established(SIP_TIMEOUT) {
+        caller.fail("call not established");
+    }
+}
+
+/// The SIP messages `peer` sent (`sent`) or received that are `method` requests.
+fn requests(peer: &Baresip, sent: bool, method: &str) -> Vec<SipTraceMessage> {
+    peer.sip_trace()
+        .into_iter()
+        .filter(|m| m.sent == sent && m.is_request(method))
+        .collect()
+}
+
+/// The 2xx responses to INVITEs that `peer` sent.
+fn sent_invite_answers(peer: &Baresip) -> Vec<SipTraceMessage> {
+    peer.sip_trace()
+        .into_iter()
+        .filter(|m| m.sent && m.status() == Some(200) && m.cseq_method() == Some("INVITE"))
+        .collect()
+}
+
+/// Two baresips with a video file source each place a video call with `codec`: both decode
+/// the other's video, and the answer carries a sendrecv video stream with that codec.
+fn video_call_both_ways(codec: VideoCodec, expected_encoder: &str, answer_rtpmap: &str) {
+    let started = Instant::now();
+    let video = VideoSource::File(test_video());
+    let callee = Baresip::start(BaresipOptions::new("callee").with_video(video.clone(), &[codec]));
+    let caller = Baresip::start(BaresipOptions::new("caller").with_video(video, &[codec]));
+    establish(&caller, &callee);
+    for (peer, other) in [(&callee, &caller), (&caller, &callee)] {
+        if !peer.wait_for_video(SIP_TIMEOUT) {
+            peer.fail(&format!(
+                "no video decoded; other side's log:\n{}",
+                other.log()
+            ));
+        }
+        assert_eq!(peer.received_video_sizes(), vec![(320, 240)]);
+        assert_eq!(peer.video_encoders(), vec![expected_encoder.to_string()]);
+    }
+    let answers = sent_invite_answers(&callee);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let video_answer = answers[0]
+        .media_section("video")
+        .expect("video in the answer");
+    assert!(video_answer.contains(answer_rtpmap), "{video_answer}");
+    assert!(video_answer.contains("a=sendrecv"), "{video_answer}");
+    assert!(
+        video_answer.contains("a=rtcp-fb:* nack pli"),
+        "{video_answer}"
+    );
+    caller.hangup();
+    if !callee.wait_for_bye(SIP_TIMEOUT) {
+        callee.fail("no BYE after a video call");
+    }
+    eprintln!(
+        "baresip {codec:?} video selftest took {:?}",
+        started.elapsed()
+    );
+}
+
+/// H.264 video both ways between two baresips (avcodec; baresip offers mode 0 first, so that is
+/// what they pick between themselves).
+#[test]
+fn baresip_video_call_h264() {
+    video_call_both_ways(
+        VideoCodec::H264,
+        "H264 packetization-mode=0",
+        "a=fmtp:96 packetization-mode=0;profile-level-id=42e01f",
+    );
+}
+
+/// VP8 video both ways between two baresips (vp8 module; alone it takes payload type 96).
+#[test]
+fn baresip_video_call_vp8() {
+    video_call_both_ways(VideoCodec::Vp8, "VP8", "a=fmtp:96 max-fs=3600");
+}
+
+/// Offered what the gateway offers (H.264 mode 1 and 0, VP8), baresip answers every format it
+/// supports in the offer's order and sends video RTP with the first; with VP8 only, only VP8.
+#[test]
+fn baresip_answers_gateway_video_offer() {
+    let started = Instant::now();
+    let both = Baresip::start(BaresipOptions::new("both").with_video(
+        VideoSource::File(test_video()),
+        &[VideoCodec::H264, VideoCodec::Vp8],
+    ));
+    let vp8 = Baresip::start(
+        BaresipOptions::new("vp8").with_video(VideoSource::ColourBars, &[VideoCodec::Vp8]),
+    );
+
+    let mut call = RawSipCall::invite(
+        both.addr(),
+        &both.uri(),
+        &OfferedVideo::gateway_offer(),
+        "recvonly",
+    )
+    .unwrap_or_else(|e| both.fail(&format!("INVITE failed: {e}")));
+    let video = call.answer_media("video").expect("video answered");
+    for line in [
+        " RTP/AVP 96 97 98\r\n",
+        "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n",
+        "a=rtpmap:97 H264/90000\r\na=fmtp:97 packetization-mode=0;profile-level-id=42e01f\r\n",
+        "a=rtpmap:98 VP8/90000\r\na=fmtp:98 max-fs=3600\r\n",
+        "a=sendonly\r\n",
+        "a=rtcp-fb:* nack pli\r\n",
+    ] {
+        assert!(video.contains(line), "{line:?} not in the answer:\n{video}");
+    }
+    let rtp = call.count_rtp(Duration::from_secs(1));
+    assert!(rtp.video.get(&96).copied().unwrap_or(0) > 10, "{rtp:?}");
+    assert_eq!(rtp.video.len(), 1, "{rtp:?}");
+    assert!(rtp.audio.get(&0).copied().unwrap_or(0) > 30, "{rtp:?}");
+    assert_eq!(both.video_encoders(), vec!["H264 packetization-mode=1"]);
+    assert_eq!(call.bye(), Ok(200));
+
+    let call = RawSipCall::invite(
+        vp8.addr(),
+        &vp8.uri(),
+        &OfferedVideo::gateway_offer(),
+        "sendrecv",
+    )
+    .unwrap_or_else(|e| vp8.fail(&format!("INVITE failed: {e}")));
+    let video = call.answer_media("video").expect("video answered");
+    assert!(video.contains(" RTP/AVP 98\r\n"), "{video}");
+    assert!(!video.contains("H264"), "{video}");
+    assert!(video.contains("a=sendrecv\r\n"), "{video}");
+    let rtp = call.count_rtp(Duration::from_secs(1));
+    assert!(rtp.video.get(&98).copied().unwrap_or(0) > 10, "{rtp:?}");
+    assert_eq!(vp8.video_encoders(), vec!["VP8"]);
+    eprintln!(
+        "baresip gateway-offer selftest took {:?}",
+        started.elapsed()
+    );
+}
+
+/// baresip logs DTMF received as RFC 4733 telephone-events (from another baresip) and as SIP
+/// INFO (from a raw SIP call), repeated digits included.
+#[test]
+fn baresip_receives_dtmf_by_rtp_and_info() {
+    let started = Instant::now();
+    let callee = Baresip::start(BaresipOptions::new("callee"));
+    let caller = Baresip::start(BaresipOptions::new("caller"));
+    establish(&caller, &callee);
+    caller.send_digits("1558#");
+    if !callee.wait_for_digits("1558#", SIP_TIMEOUT) {
+        callee.fail(&format!(
+            "RTP DTMF not seen, got {:?}",
+            callee.received_digits()
+        ));
+    }
+    caller.hangup();
+    if !callee.wait_for_bye(SIP_TIMEOUT) {
+        callee.fail("no BYE");
+    }
+
+    let mut call = RawSipCall::invite(callee.addr(), &callee.uri(), &[], "sendrecv")
+        .unwrap_or_else(|e| callee.fail(&format!("INVITE failed: {e}")));
+    for digit in ['7', '*', '7'] {
+        assert_eq!(call.send_dtmf_info(digit, 160), Ok(200));
+    }
+    if !callee.wait_for_digits("1558#7*7", SIP_TIMEOUT) {
+        callee.fail(&format!(
+            "INFO DTMF not seen, got {:?}",
+            callee.received_digits()
+        ));
+    }
+    let vias: Vec<DtmfVia> = callee.received_dtmf().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        vias,
+        [[DtmfVia::Rtp; 5].as_slice(), &[DtmfVia::Info; 3]].concat()
+    );
+    assert_eq!(call.bye(), Ok(200));
+    eprintln!("baresip DTMF selftest took {:?}", started.elapsed());
+}
+
+/// `hold` sends a re-INVITE with sendonly streams (answered recvonly), `resume` one with
+/// sendrecv streams.
+#[test]
+fn baresip_hold_and_resume_send_reinvites() {
+    let started = Instant::now();
+    let callee = Baresip::start(BaresipOptions::new("callee"));
+    let caller = Baresip::start(BaresipOptions::new("caller"));
+    establish(&caller, &callee);
+
+    // (direction the caller offers, direction the callee answers)
+    for (step, (offered, answered)) in [("sendonly", "recvonly"), ("sendrecv", "sendrecv")]
+        .into_iter()
+        .enumerate()
+    {
+        if step == 0 {
+            caller.hold();
+        } else {
+            caller.resume();
+        }
+        if !wait_until(SIP_TIMEOUT, || {
+            sent_invite_answers(&callee).len() == step + 2
+        }) {
+            callee.fail(&format!(
+                "re-INVITE not answered; caller log:\n{}",
+                caller.log()
+            ));
+        }
+        let reinvite = requests(&caller, true, "INVITE")[step + 1].clone();
+        assert!(reinvite.header("To").is_some_and(|to| to.contains("tag=")));
+        let audio = reinvite.media_section("audio").expect("audio offered");
+        assert!(audio.contains(&format!("a={offered}\r\n")), "{audio}");
+        let answer = sent_invite_answers(&callee)[step + 1].clone();
+        let audio = answer.media_section("audio").expect("audio answered");
+        assert!(audio.contains(&format!("a={answered}\r\n")), "{audio}");
+    }
+    assert_eq!(caller.count_log(BARESIP_HOLD), 1);
+    assert_eq!(caller.count_log(BARESIP_RESUME), 1);
+    assert_eq!(callee.active_calls(), 1);
+    eprintln!("baresip hold selftest took {:?}", started.elapsed());
+}
+
+/// `rtp_timeout` counts from call establishment: a peer that never sends RTP is hung up on
+/// (BYE) after about that many seconds.
+#[test]
+fn baresip_rtp_timeout_hangs_up_on_silent_peer() {
+    let started = Instant::now();
+    let callee = Baresip::start(BaresipOptions {
+        rtp_timeout_secs: Some(2),
+        ..BaresipOptions::new("callee")
+    });
+    let call = RawSipCall::invite(callee.addr(), &callee.uri(), &[], "sendrecv")
+        .unwrap_or_else(|e| callee.fail(&format!("INVITE failed: {e}")));
+    let established = Instant::now();
+    // count_rtp answers the BYE.
+    while !call.ended() && established.elapsed() < Duration::from_secs(6) {
+        call.count_rtp(Duration::from_millis(100));
+    }
+    let after = established.elapsed();
+    if !call.ended() {
+        callee.fail("no BYE from rtp_timeout");
+    }
+    assert!(callee.rtp_timed_out());
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_millis(3500)).contains(&after),
+        "BYE after {after:?}"
+    );
+    eprintln!(
+        "baresip rtp_timeout selftest took {:?} (BYE {after:?} after the 200)",
+        started.elapsed()
+    );
 }

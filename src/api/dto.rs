@@ -7,6 +7,7 @@ use super::ApiError;
 use crate::call::{CallFilter, CallSnapshot, CallStatus, StartRequest};
 use crate::media::{MediaFigures, TargetId, TargetKind};
 use crate::secret::{Password, StreamKey};
+use crate::sip::message::{SipUri, Transport};
 use crate::sip::ua::is_sip_uri;
 
 /// Defaults from the config for fields a client leaves out.
@@ -105,15 +106,32 @@ fn optional_port(o: &Map<String, Value>, field: &'static str) -> Result<Option<u
         .ok_or_else(bad)
 }
 
-/// A host, optionally with `:port`, as given for sipDomain or sipOutboundProxy.
-fn split_host_port(value: &str, field: &'static str) -> Result<(String, Option<u16>), ApiError> {
+/// A host, optionally with `:port` and `;transport=udp|tcp`, as given for sipDomain or sipOutboundProxy.
+fn split_host_port(
+    value: &str,
+    field: &'static str,
+) -> Result<(String, Option<u16>, Option<Transport>), ApiError> {
     let bad = || {
         ApiError::bad_field(
             field,
-            format!("{field} must be a host name or address, optionally with :port"),
+            format!("{field} must be a host name or address, optionally with :port and ;transport=udp|tcp"),
         )
     };
     let value = value.strip_prefix("sip:").unwrap_or(value);
+    let (value, transport) = match value.split_once(';') {
+        None => (value, None),
+        Some((v, param)) => {
+            let t = param
+                .strip_prefix("transport=")
+                .map(str::to_ascii_lowercase)
+                .ok_or_else(bad)?;
+            match t.as_str() {
+                "udp" => (v, Some(Transport::Udp)),
+                "tcp" => (v, Some(Transport::Tcp)),
+                _ => return Err(bad()),
+            }
+        }
+    };
     let (host, port) = if let Some(rest) = value.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or_else(bad)?;
         (format!("[{h}]"), after.strip_prefix(':'))
@@ -134,7 +152,7 @@ fn split_host_port(value: &str, field: &'static str) -> Result<(String, Option<u
         None => None,
         Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?),
     };
-    Ok((host, port))
+    Ok((host, port, transport))
 }
 
 fn valid_user(user: &str) -> bool {
@@ -168,12 +186,6 @@ pub fn start_request(
     let has_audio = optional_bool(o, "hasAudio")?.unwrap_or(true);
     let has_video = optional_bool(o, "hasVideo")?.unwrap_or(false);
     let register = optional_bool(o, "sipRegisterRequired")?.unwrap_or(false);
-    if register {
-        return Err(ApiError::not_implemented(
-            "sipRegisterRequired",
-            "REGISTER before the call is not supported yet",
-        ));
-    }
     let sip_login = optional_string(o, "sipLogin")?.unwrap_or_else(|| defaults.sip_user.clone());
     if !valid_user(&sip_login) {
         return Err(ApiError::bad_field(
@@ -211,7 +223,7 @@ pub fn start_request(
     } else if callee.contains('@') {
         format!("sip:{callee}")
     } else {
-        let (host, port) = domain.as_ref().ok_or_else(|| {
+        let (host, port, _) = domain.as_ref().ok_or_else(|| {
             ApiError::bad_field(
                 "sipDomain",
                 "sipDomain is required when callee is a user name",
@@ -238,7 +250,7 @@ pub fn start_request(
         .ok_or_else(|| ApiError::bad_field("callee", "callee has no host"))?;
     let from_host = domain
         .as_ref()
-        .map(|(h, _)| h.clone())
+        .map(|(h, _, _)| h.clone())
         .unwrap_or_else(|| target_host_port.0.clone());
     let from_uri = format!("sip:{sip_login}@{from_host}");
     if !is_sip_uri(&from_uri) {
@@ -247,14 +259,38 @@ pub fn start_request(
             "sipLogin and sipDomain do not form a valid SIP URI",
         ));
     }
-    let (next_hop_host, next_hop_port, via_outbound_proxy) = match proxy {
-        Some((host, port)) => (host, port.or(sip_port).unwrap_or(5060), true),
+    let target_transport = SipUri::parse(&target_uri).ok().and_then(|u| u.transport());
+    let (next_hop_host, next_hop_port, via_outbound_proxy, transport) = match proxy {
+        Some((host, port, t)) => (
+            host,
+            port.or(sip_port).unwrap_or(5060),
+            true,
+            t.or(target_transport),
+        ),
         None => (
-            target_host_port.0,
+            target_host_port.0.clone(),
             target_host_port.1.or(sip_port).unwrap_or(5060),
             false,
+            target_transport,
         ),
     };
+    // RFC 3261 10.2: REGISTER goes to the domain of the address of record (sipDomain, with its port or
+    // sipPort), through the outbound proxy if there is one.
+    let registrar_uri = register.then(|| {
+        let (host, port) = match &domain {
+            Some((h, p, _)) => (h.clone(), p.or(sip_port)),
+            None => (target_host_port.0.clone(), target_host_port.1.or(sip_port)),
+        };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        match port {
+            Some(p) => format!("sip:{host}:{p}"),
+            None => format!("sip:{host}"),
+        }
+    });
     Ok(StartRequest {
         call_id,
         callee,
@@ -266,6 +302,8 @@ pub fn start_request(
         next_hop_host: next_hop_host.trim_matches(['[', ']']).to_owned(),
         next_hop_port,
         via_outbound_proxy,
+        transport: transport.unwrap_or(Transport::Udp),
+        registrar_uri,
         rtmp_url,
         rtmp_stream,
         has_audio,

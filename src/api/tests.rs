@@ -189,13 +189,12 @@ async fn callee_as_uri_needs_no_domain() {
 }
 
 #[tokio::test]
-async fn registration_is_refused_as_not_implemented() {
+async fn registration_required_is_accepted() {
     let api = Api::new();
     let mut body = startup("c1", "k1-stream");
     body["sipRegisterRequired"] = json!("true");
-    let (status, body, _) = api.post("/rest-api/call/startup", body).await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
-    assert_eq!(body["field"], "sipRegisterRequired");
+    let (status, _, _) = api.post("/rest-api/call/startup", body).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

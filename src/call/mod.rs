@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::media::MediaFigures;
 use crate::secret::{Password, StreamKey};
+use crate::sip::message::Transport;
 use crate::sip::ua::{EndReason, LegId, SipEvent};
 
 /// Call status, named as WCS names them.
@@ -16,6 +17,8 @@ pub enum CallStatus {
     Ring,
     SessionProgress,
     Established,
+    /// Established, and the peer has put the call on hold (sendonly/inactive); the stream goes on.
+    Hold,
     Busy,
     Failed,
     Finish,
@@ -28,6 +31,7 @@ impl CallStatus {
             Self::Ring => "RING",
             Self::SessionProgress => "SESSION_PROGRESS",
             Self::Established => "ESTABLISHED",
+            Self::Hold => "HOLD",
             Self::Busy => "BUSY",
             Self::Failed => "FAILED",
             Self::Finish => "FINISH",
@@ -40,6 +44,7 @@ impl CallStatus {
             Self::Ring,
             Self::SessionProgress,
             Self::Established,
+            Self::Hold,
             Self::Busy,
             Self::Failed,
             Self::Finish,
@@ -106,6 +111,10 @@ pub struct StartRequest {
     pub next_hop_host: String,
     pub next_hop_port: u16,
     pub via_outbound_proxy: bool,
+    /// UDP, or TCP when the callee or proxy URI says `transport=tcp`.
+    pub transport: Transport,
+    /// sipRegisterRequired: REGISTER at this registrar URI (`sip:domain[:port]`) before the INVITE.
+    pub registrar_uri: Option<String>,
     pub rtmp_url: String,
     pub rtmp_stream: StreamKey,
     pub has_audio: bool,
@@ -226,12 +235,26 @@ impl CallRecord {
                 self.finish(status, Some(*code), Some(reason.clone()), now);
                 SipFollowUp::Released
             }
+            SipEvent::MediaUpdated { hold, .. } => {
+                if matches!(self.status, CallStatus::Established | CallStatus::Hold) {
+                    self.status = if *hold {
+                        CallStatus::Hold
+                    } else {
+                        CallStatus::Established
+                    };
+                }
+                SipFollowUp::None
+            }
+            SipEvent::Refreshed { .. } | SipEvent::Registered { .. } => SipFollowUp::None,
             SipEvent::Ended { reason, .. } => {
                 let (code, text) = match reason {
-                    EndReason::RemoteBye => (None, "BYE from the remote side"),
-                    EndReason::LocalBye { code } => (Some(*code), "hung up by the gateway"),
+                    EndReason::RemoteBye => (None, "BYE from the remote side".to_owned()),
+                    EndReason::LocalBye { code } => {
+                        (Some(*code), "hung up by the gateway".to_owned())
+                    }
+                    EndReason::Terminated { code, why } => (Some(*code), why.clone()),
                 };
-                let text = self.reason.clone().unwrap_or_else(|| text.to_owned());
+                let text = self.reason.clone().unwrap_or(text);
                 self.finish(CallStatus::Finish, code, Some(text), now);
                 SipFollowUp::StopMedia
             }
@@ -471,6 +494,8 @@ pub(crate) mod tests {
             next_hop_host: "127.0.0.1".into(),
             next_hop_port: 5060,
             via_outbound_proxy: false,
+            transport: Transport::Udp,
+            registrar_uri: None,
             rtmp_url: "rtmp://127.0.0.1/live".into(),
             rtmp_stream: StreamKey::new(stream),
             has_audio: true,
@@ -553,6 +578,17 @@ pub(crate) mod tests {
         );
         assert_eq!(follow, SipFollowUp::StartMedia(b"v=0".to_vec()));
         assert_eq!(c.status, CallStatus::Established);
+        let hold = |on| SipEvent::MediaUpdated {
+            leg: 1,
+            hold: on,
+            sdp: Vec::new(),
+        };
+        assert_eq!(c.on_sip_event(&hold(true), now), SipFollowUp::None);
+        assert_eq!((c.status, c.status.wcs_name()), (CallStatus::Hold, "HOLD"));
+        assert!(!c.status.is_final(), "a held call is live");
+        c.on_sip_event(&hold(false), now);
+        assert_eq!(c.status, CallStatus::Established);
+        c.on_sip_event(&hold(true), now);
         let follow = c.on_sip_event(
             &SipEvent::Ended {
                 leg: 1,

@@ -492,15 +492,14 @@ impl CallPipeline {
         let handler_events = events.clone();
         let scrub_keys: Vec<TargetKind> = targets.clone();
         let errored = AtomicBool::new(false);
-        let timed_out = AtomicBool::new(false);
+
         bus.set_sync_handler(move |_, message| {
             use gst::MessageView;
             match message.view() {
                 MessageView::Element(element)
                     if element
                         .structure()
-                        .is_some_and(|s| s.name() == "GstUDPSrcTimeout")
-                        && !timed_out.swap(true, Ordering::SeqCst) =>
+                        .is_some_and(|s| s.name() == "GstUDPSrcTimeout") =>
                 {
                     let _ = handler_events.send(MediaEvent {
                         leg,

@@ -90,6 +90,8 @@ pub struct ClientTransaction {
     linger_until: Option<Instant>,
     /// The ACK for a non-2xx final response, kept to answer its retransmissions.
     ack: Option<Vec<u8>>,
+    /// Sent over a reliable transport (TCP): no retransmissions, Timers D and K are zero (17.1.1.2, 17.1.2.2).
+    reliable: bool,
 }
 
 impl ClientTransaction {
@@ -114,7 +116,17 @@ impl ClientTransaction {
             timeout_at: Some(now + timers.transaction_timeout()),
             linger_until: None,
             ack: None,
+            reliable: false,
         }
+    }
+
+    /// The same transaction over a reliable transport: Timer A/E never fire, Timers D/K are zero.
+    pub fn over_reliable(mut self, reliable: bool) -> Self {
+        if reliable {
+            self.reliable = true;
+            self.retransmit_at = None;
+        }
+        self
     }
 
     pub fn state(&self) -> State {
@@ -163,6 +175,7 @@ impl ClientTransaction {
                         self.timeout_at = None;
                     }
                     // 17.1.2.2: in Proceeding, retransmit every T2; Timer F keeps running.
+                    Kind::NonInvite if self.reliable => {}
                     Kind::NonInvite => {
                         self.interval = self.timers.t2;
                         self.retransmit_at = Some(now + self.interval);
@@ -181,14 +194,22 @@ impl ClientTransaction {
                 self.state = State::Completed;
                 self.retransmit_at = None;
                 self.timeout_at = None;
-                self.linger_until = Some(now + self.timers.timer_d());
+                self.linger_until = Some(if self.reliable {
+                    now
+                } else {
+                    now + self.timers.timer_d()
+                });
                 ResponseAction::PassUp { send: Some(ack) }
             }
             (Kind::NonInvite, _) => {
                 self.state = State::Completed;
                 self.retransmit_at = None;
                 self.timeout_at = None;
-                self.linger_until = Some(now + self.timers.t4);
+                self.linger_until = Some(if self.reliable {
+                    now
+                } else {
+                    now + self.timers.t4
+                });
                 ResponseAction::PassUp { send: None }
             }
         }
@@ -364,6 +385,34 @@ mod tests {
             tx.on_timeout(t0 + Duration::from_secs(5)),
             Some(TimerAction::Terminated)
         );
+    }
+
+    #[test]
+    fn reliable_transport_never_retransmits_and_does_not_linger() {
+        let t0 = Instant::now();
+        let mut tx = ClientTransaction::start(
+            Kind::NonInvite,
+            t0,
+            Timers::default(),
+            "b".into(),
+            addr(),
+            b"BYE".to_vec(),
+        )
+        .over_reliable(true);
+        let (retransmits, end) = run_until_quiet(&mut tx, t0);
+        assert!(retransmits.is_empty());
+        assert_eq!(end, Some(TimerAction::TimedOut), "Timer F still runs");
+        let mut tx = ClientTransaction::start(
+            Kind::Invite,
+            t0,
+            Timers::default(),
+            "b".into(),
+            addr(),
+            b"INVITE".to_vec(),
+        )
+        .over_reliable(true);
+        tx.on_response(t0, 486, || b"ACK".to_vec());
+        assert_eq!(tx.deadline(), Some(t0), "Timer D is zero on TCP");
     }
 
     #[test]

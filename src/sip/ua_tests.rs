@@ -1,7 +1,8 @@
 //! Sans-IO tests of the user agent: a scripted peer answers the datagrams it emits, time is synthetic.
 
 use super::*;
-use crate::sip::message::{parse, Incoming, StartLine};
+use crate::secret::Password;
+use crate::sip::message::{parse, Incoming, StartLine, Transport};
 
 const PEER: &str = "127.0.0.1:5062";
 
@@ -12,6 +13,20 @@ fn config() -> UaConfig {
         user_agent: "sipcast-test".into(),
         timers: Timers::default(),
         no_answer_timeout: Duration::from_secs(60),
+        // Most tests are about RFC 3261; the session timer tests turn it on.
+        session_expires: None,
+        ..UaConfig::default()
+    }
+}
+
+fn offer() -> Offer {
+    Offer {
+        address: "127.0.0.1".parse().unwrap(),
+        audio_port: 20000,
+        audio_direction: sdp::Direction::SendRecv,
+        video_port: None,
+        video_direction: sdp::Direction::RecvOnly,
+        session_id: 100,
     }
 }
 
@@ -23,11 +38,13 @@ fn spec(leg: LegId, password: Option<&str>) -> CallSpec {
         contact_user: "gw".into(),
         destination: PEER.parse().unwrap(),
         via_outbound_proxy: false,
+        transport: Transport::Udp,
         credentials: password.map(|p| Credentials {
             username: "gw".into(),
             password: Password::new(p),
         }),
-        sdp_offer: b"v=0\r\n".to_vec(),
+        offer: offer(),
+        register: None,
     }
 }
 
@@ -592,4 +609,428 @@ fn ringing_too_long_is_cancelled() {
 fn invite_time(h: &Harness) -> Instant {
     // The harness started at construction time and only moves forward through deadlines.
     h.now - Duration::from_secs(60)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// In-dialog session changes, session timers, registration, strays
+// ---------------------------------------------------------------------------------------------------------
+
+const HOLD_SDP: &str = "v=0\r\no=- 5 6 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+
+/// A request from the peer inside the dialog of `invite`.
+fn peer_request(invite: &Incoming, method: &str, cseq: u32, extra: &str, body: &str) -> String {
+    let from = invite.echoed("From").unwrap();
+    let to = invite.echoed("To").unwrap();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} sip:gw@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{method}{cseq}\r\n\
+From: {to};tag=peertag\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
+Contact: <sip:bob@127.0.0.1:5062>\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
+        invite.call_id,
+        body.len()
+    )
+}
+
+#[test]
+fn reinvite_hold_is_answered_recvonly_reported_and_its_2xx_retransmitted_until_ack() {
+    let mut h = Harness::new();
+    let invite = established(&mut h, "");
+    let reinvite = peer_request(&invite, "INVITE", 10, "", HOLD_SDP);
+    h.feed(&reinvite);
+    let sent = h.transmits();
+    assert_eq!(sent.len(), 1);
+    let (_, ok, text) = &sent[0];
+    assert_eq!(ok.status(), Some(200));
+    assert!(text.contains("a=recvonly\r\n"), "{text}");
+    assert!(text.contains("o=- 100 101 "), "version bumped: {text}");
+    assert!(
+        header(text, "Contact").is_some(),
+        "a 2xx to INVITE has a Contact"
+    );
+    assert!(matches!(
+        h.events()[..],
+        [SipEvent::MediaUpdated { hold: true, .. }]
+    ));
+    // No ACK yet: the 2xx is retransmitted after T1 (13.3.1.4).
+    h.now += Duration::from_millis(500);
+    h.ua.handle_timeout(h.now);
+    assert_eq!(h.transmits()[0].2, *text);
+    h.feed(&peer_request(&invite, "ACK", 10, "", ""));
+    let t = h.now;
+    h.now += Duration::from_secs(10);
+    h.ua.handle_timeout(h.now);
+    assert!(h.transmits().is_empty(), "the ACK stopped retransmissions");
+    let _ = t;
+    // Resume by UPDATE (RFC 3311): answered sendrecv in the 200 itself.
+    let resume = HOLD_SDP.replace("a=sendonly", "a=sendrecv");
+    h.feed(&peer_request(&invite, "UPDATE", 11, "", &resume));
+    let sent = h.transmits();
+    assert_eq!(sent[0].1.status(), Some(200));
+    assert!(sent[0].2.contains("a=sendrecv\r\n"));
+    assert!(matches!(
+        h.events()[..],
+        [SipEvent::MediaUpdated { hold: false, .. }]
+    ));
+}
+
+#[test]
+fn unacceptable_reoffer_gets_488_and_old_cseq_gets_500() {
+    let mut h = Harness::new();
+    let invite = established(&mut h, "");
+    let opus = "v=0\r\no=- 5 6 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+    h.feed(&peer_request(&invite, "INVITE", 10, "", opus));
+    assert_eq!(h.transmits()[0].1.status(), Some(488));
+    assert!(h.events().is_empty(), "the session is unchanged");
+    h.feed(&peer_request(&invite, "INFO", 9, "", ""));
+    assert_eq!(h.transmits()[0].1.status(), Some(500), "12.2.2: CSeq order");
+    h.feed(&peer_request(&invite, "INFO", 12, "", ""));
+    assert_eq!(h.transmits()[0].1.status(), Some(200), "INFO answered");
+}
+
+#[test]
+fn reinvite_never_acked_ends_the_call_with_bye() {
+    let mut h = Harness::new();
+    let invite = established(&mut h, "");
+    h.feed(&peer_request(&invite, "INVITE", 10, "", HOLD_SDP));
+    h.transmits();
+    h.events();
+    let t0 = h.now;
+    let mut bye = None;
+    while h.advance_to_deadline() {
+        for (_, m, _) in h.transmits() {
+            if m.cseq_method == "BYE" && bye.is_none() {
+                bye = Some(h.now - t0);
+            }
+        }
+        if bye.is_some() {
+            break;
+        }
+    }
+    assert_eq!(bye, Some(Duration::from_secs(32)), "64*T1 without ACK");
+}
+
+fn timer_harness(se: u64) -> Harness {
+    let mut h = Harness::new();
+    h.ua = UserAgent::with_seed(
+        UaConfig {
+            session_expires: Some(Duration::from_secs(se)),
+            ..config()
+        },
+        7,
+    );
+    h
+}
+
+#[test]
+fn session_timer_asked_and_refreshed_at_half_interval_by_reinvite() {
+    let mut h = timer_harness(90);
+    let invite = h.start(None);
+    // The peer does not support timers: the 2xx has no Session-Expires; we refresh anyway.
+    h.feed(&respond(&invite, 200, "OK", CONTACT, "v=0\r\n"));
+    h.transmits();
+    h.events();
+    let t0 = h.now;
+    let mut refreshes = Vec::new();
+    while refreshes.len() < 2 && h.advance_to_deadline() {
+        for (_, m, text) in h.transmits() {
+            if m.cseq_method == "INVITE" && m.is_request() {
+                assert!(
+                    text.contains("Session-Expires: 90;refresher=uac\r\n"),
+                    "{text}"
+                );
+                assert!(text.contains("o=- 100 100 "), "unchanged SDP, same version");
+                refreshes.push(h.now - t0);
+                let mut ok = respond(&m, 200, "OK", CONTACT, "v=0\r\n");
+                ok = ok.replace(
+                    "Content-Length",
+                    "Session-Expires: 90;refresher=uac\r\nContent-Length",
+                );
+                h.feed(&ok);
+                let acks: Vec<_> = h.transmits();
+                assert_eq!(acks[0].1.cseq_method, "ACK");
+                assert_eq!(acks[0].1.cseq, m.cseq);
+            }
+        }
+    }
+    assert_eq!(
+        refreshes,
+        vec![Duration::from_secs(45), Duration::from_secs(90)]
+    );
+    assert!(h
+        .events()
+        .iter()
+        .all(|e| matches!(e, SipEvent::Refreshed { by_us: true, .. })));
+}
+
+#[test]
+fn unanswered_refresh_ends_the_call_with_bye() {
+    let mut h = timer_harness(90);
+    let invite = h.start(None);
+    h.feed(&respond(&invite, 200, "OK", CONTACT, "v=0\r\n"));
+    h.transmits();
+    h.events();
+    let t0 = h.now;
+    let mut bye_at = None;
+    while bye_at.is_none() && h.advance_to_deadline() {
+        for (_, m, _) in h.transmits() {
+            if m.cseq_method == "BYE" {
+                bye_at = Some(h.now - t0);
+            }
+        }
+    }
+    // Refresh at 45 s goes unanswered; RFC 4028 10 expiry at 90 - min(32, 90/3) = 60 s comes before
+    // Timer B (77 s).
+    assert_eq!(bye_at, Some(Duration::from_secs(60)));
+    while h.advance_to_deadline() {
+        h.transmits();
+    }
+    assert!(matches!(
+        &h.events()[..],
+        [SipEvent::Ended {
+            reason: EndReason::Terminated { code: 408, .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn initial_422_is_retried_with_min_se() {
+    let mut h = timer_harness(90);
+    let invite = h.start(None);
+    h.feed(&respond(
+        &invite,
+        422,
+        "Session Interval Too Small",
+        "Min-SE: 300\r\n",
+        "",
+    ));
+    let sent = h.transmits();
+    assert_eq!(sent.len(), 2, "ACK and the new INVITE");
+    assert!(sent[1].2.contains("Session-Expires: 300;refresher=uac\r\n"));
+    assert_eq!(sent[1].1.cseq, 2);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn peer_refresher_that_goes_quiet_gets_bye_at_expiry() {
+    let mut h = timer_harness(90);
+    let invite = h.start(None);
+    h.feed(&respond(
+        &invite,
+        200,
+        "OK",
+        &format!("{CONTACT}Session-Expires: 120;refresher=uas\r\n"),
+        "v=0\r\n",
+    ));
+    h.transmits();
+    let t0 = h.now;
+    // A peer refresh (UPDATE with Session-Expires) after 50 s moves the expiry.
+    h.now += Duration::from_secs(50);
+    h.ua.handle_timeout(h.now);
+    h.feed(&peer_request(
+        &invite,
+        "UPDATE",
+        20,
+        "Session-Expires: 120;refresher=uac\r\nSupported: timer\r\n",
+        "",
+    ));
+    let sent = h.transmits();
+    assert_eq!(sent[0].1.status(), Some(200));
+    assert!(sent[0].2.contains("Session-Expires: 120;refresher=uac\r\n"));
+    assert!(sent[0].2.contains("Require: timer\r\n"));
+    let mut bye_at = None;
+    while bye_at.is_none() && h.advance_to_deadline() {
+        for (_, m, _) in h.transmits() {
+            if m.cseq_method == "BYE" {
+                bye_at = Some(h.now - t0);
+            }
+        }
+    }
+    // 50 s + 120 s - min(32, 40) s.
+    assert_eq!(bye_at, Some(Duration::from_secs(138)));
+    // Too short an interval from the peer: 422 with our Min-SE.
+    let mut h = timer_harness(90);
+    let invite = established(&mut h, "");
+    h.feed(&peer_request(
+        &invite,
+        "UPDATE",
+        20,
+        "Session-Expires: 30\r\n",
+        "",
+    ));
+    let sent = h.transmits();
+    assert_eq!(sent[0].1.status(), Some(422));
+    assert!(sent[0].2.contains("Min-SE: 90\r\n"));
+}
+
+#[test]
+fn registration_precedes_the_invite_is_shared_and_removed_after_the_last_call() {
+    let mut h = Harness::new();
+    let with_reg = |leg| CallSpec {
+        register: Some("sip:127.0.0.1:5062".into()),
+        ..spec(leg, Some("pw"))
+    };
+    h.ua.start_call(h.now, with_reg(1)).unwrap();
+    let sent = h.transmits();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.cseq_method, "REGISTER");
+    h.ua.start_call(h.now, with_reg(2)).unwrap();
+    assert!(
+        h.transmits().is_empty(),
+        "the second call waits for the same registration"
+    );
+    assert_eq!(h.ua.registration_count(), 1);
+    let register = sent[0].1.clone();
+    h.feed(&respond(
+        &register,
+        401,
+        "Unauthorized",
+        "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n",
+        "",
+    ));
+    let retry = h.transmits().remove(0).1;
+    assert_eq!(retry.cseq_method, "REGISTER");
+    h.feed(&respond(&retry, 200, "OK", "Expires: 60\r\n", ""));
+    let invites: Vec<Incoming> = h.transmits().into_iter().map(|t| t.1).collect();
+    assert_eq!(invites.len(), 2);
+    assert!(invites.iter().all(|m| m.cseq_method == "INVITE"));
+    // First call fails, second is answered then hung up: un-REGISTER only after the last.
+    h.feed(&respond(&invites[0], 486, "Busy Here", "", ""));
+    h.transmits();
+    let (busy, other) = if h
+        .events()
+        .iter()
+        .any(|e| matches!(e, SipEvent::Rejected { leg: 1, .. }))
+    {
+        (1, &invites[1])
+    } else {
+        (2, &invites[1])
+    };
+    let _ = busy;
+    h.feed(&respond(other, 200, "OK", CONTACT, "v=0\r\n"));
+    let ack = h.transmits();
+    assert!(
+        ack.iter().all(|t| t.1.cseq_method == "ACK"),
+        "no REGISTER yet"
+    );
+    let answered = h
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            SipEvent::Answered { leg, .. } => Some(leg),
+            _ => None,
+        })
+        .unwrap();
+    h.ua.hangup(h.now, answered);
+    let bye = h.transmits().remove(0).1;
+    h.feed(&respond(&bye, 200, "OK", "", ""));
+    let sent = h.transmits();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].2.contains("Expires: 0\r\n"),
+        "un-REGISTER: {}",
+        sent[0].2
+    );
+    h.feed(&respond(&sent[0].1, 200, "OK", "", ""));
+    assert_eq!(h.ua.registration_count(), 0);
+}
+
+#[test]
+fn failed_registration_rejects_the_waiting_call_with_its_status() {
+    let mut h = Harness::new();
+    h.ua.start_call(
+        h.now,
+        CallSpec {
+            register: Some("sip:127.0.0.1:5062".into()),
+            ..spec(1, None)
+        },
+    )
+    .unwrap();
+    let register = h.transmits().remove(0).1;
+    h.feed(&respond(&register, 403, "Forbidden", "", ""));
+    assert!(matches!(
+        h.events()[..],
+        [SipEvent::Rejected {
+            leg: 1,
+            code: 403,
+            ..
+        }]
+    ));
+    assert!(h.transmits().is_empty(), "no INVITE");
+}
+
+#[test]
+fn strays_are_rate_limited_and_answered_with_received_and_rport() {
+    let mut h = Harness::new();
+    let stray = |i: u32| {
+        format!(
+            "BYE sip:gw@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5099;branch=z9hG4bKs{i};rport\r\n\
+From: <sip:x@127.0.0.1>;tag=x\r\nTo: <sip:gw@127.0.0.1>;tag=y\r\nCall-ID: stray{i}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    h.feed(&stray(0));
+    let sent = h.transmits();
+    assert_eq!(sent[0].1.status(), Some(481));
+    assert!(
+        sent[0].2.contains(";rport=5062;received=127.0.0.1")
+            || sent[0].2.contains("received=127.0.0.1;rport=5062"),
+        "{}",
+        sent[0].2
+    );
+    let mut answered = 1;
+    for i in 1..1000 {
+        h.feed(&stray(i));
+        answered += h.transmits().len();
+    }
+    assert_eq!(answered, 200, "the burst, then nothing in the same instant");
+    h.now += Duration::from_secs(1);
+    for i in 1000..1100 {
+        h.feed(&stray(i));
+        answered += h.transmits().len();
+    }
+    assert_eq!(answered, 250, "50 per second more");
+}
+
+#[test]
+fn malformed_requests_get_400_and_unsupported_require_420() {
+    let mut h = Harness::new();
+    h.feed("OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKm\r\n\
+From: <sip:x@127.0.0.1>;tag=x\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: m\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.transmits()[0].1.status(), Some(400));
+    h.feed("OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr\r\n\
+From: <sip:x@127.0.0.1>;tag=x\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: r\r\nCSeq: 1 OPTIONS\r\nRequire: 100rel\r\nContent-Length: 0\r\n\r\n");
+    let sent = h.transmits();
+    assert_eq!(sent[0].1.status(), Some(420));
+    assert_eq!(header(&sent[0].2, "Unsupported"), Some("100rel"));
+}
+
+#[test]
+fn tcp_calls_have_tcp_via_and_contact_and_never_retransmit() {
+    let mut h = Harness::new();
+    h.ua.start_call(
+        h.now,
+        CallSpec {
+            transport: Transport::Tcp,
+            ..spec(1, None)
+        },
+    )
+    .unwrap();
+    let t = h.ua.poll_transmit().unwrap();
+    assert_eq!(t.transport, Transport::Tcp);
+    let text = String::from_utf8(t.payload).unwrap();
+    assert!(text.contains("Via: SIP/2.0/TCP 127.0.0.1:5060;"), "{text}");
+    assert!(text.contains("transport=tcp>"), "{text}");
+    let t0 = h.now;
+    let mut sent = 0;
+    while h.advance_to_deadline() {
+        sent += h.transmits().len();
+    }
+    assert_eq!(sent, 0, "17.1.1.2: no Timer A on TCP");
+    assert_eq!(h.now - t0, Duration::from_secs(32), "Timer B still applies");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::peers::{PeerDir, PeerProcess};
-use super::{free_tcp_port, free_udp_port, wait_until};
+use super::{free_tcp_port, free_udp_tcp_port, wait_until};
 
 pub struct Gateway {
     process: PeerProcess,
@@ -35,11 +35,22 @@ impl Gateway {
         Self::start_with("")
     }
 
+    /// Starts the gateway with extra `key = value` lines in its `[sip]` table.
+    pub fn start_with_sip(sip_lines: &str) -> Gateway {
+        Self::start_config(sip_lines, "")
+    }
+
     /// Starts the gateway; `extra_toml` is appended to the generated config (whole tables only).
     pub fn start_with(extra_toml: &str) -> Gateway {
+        Self::start_config("", extra_toml)
+    }
+
+    /// Starts the gateway with extra `[sip]` lines and extra tables (lines under `[media]` join its table).
+    pub fn start_config(sip_lines: &str, extra_toml: &str) -> Gateway {
         let dir = PeerDir::new("gateway");
         let http_port = free_tcp_port();
-        let sip_port = free_udp_port();
+        // SIP listens on UDP and TCP on the same port.
+        let sip_port = free_udp_tcp_port();
         // An RTP range of its own per gateway; the allocator also probes the host, so overlaps only cost a retry.
         let rtp_min = 30000 + (http_port % 150) * 200;
         let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
@@ -62,7 +73,7 @@ impl Gateway {
             target.push('\n');
         }
         let config = format!(
-            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{sip_lines}\n\n\
              [media]\nrtp_bind = \"127.0.0.1\"\nrtp_port_min = {rtp_min}\nrtp_port_max = {}\npipelines_dir = \"{pipelines}\"\n{media_extra}\n{other_extra}",
             rtp_min + 199
         );
@@ -100,6 +111,11 @@ impl Gateway {
 
     pub fn sip_port(&self) -> u16 {
         self.sip_port
+    }
+
+    /// The REST API's port.
+    pub fn http_port(&self) -> u16 {
+        self.http.port()
     }
 
     /// Everything the gateway logged so far.

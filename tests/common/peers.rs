@@ -12,8 +12,9 @@
 //! baresip
 //! - It prints a call status line (`[0:00:03] audio=64000/64000 (bit/s)`) every 100 ms, framed
 //!   with `\r` and no newline, from the `menu` module (which provides `dial`/`hangup`, so it cannot
-//!   be left out; 1.0 has no command to turn it off); errors carry ANSI colour codes.
-//!   [`Baresip::log`] strips both.
+//!   be left out; only the in-call command `statmode` toggles it); errors carry ANSI colour codes.
+//!   [`Baresip::log`] strips both. With video the line goes on after `(bit/s)`
+//!   (`... (bit/s) efps=25.0/25.0`).
 //! - `<peer>: session closed: <reason>` is printed both for a BYE from the remote side (reason
 //!   exactly `Connection reset by peer`) and for a failed outgoing call (`407 Proxy
 //!   Authentication Required`, `486 Busy Here`, ...); a CANCEL of a ringing incoming call gives
@@ -25,8 +26,41 @@
 //!   (`started=0` for a call that failed before media).
 //! - `rtp_timeout` is a *config* setting in 1.0 (`rtp_timeout 2`); `;rtp_timeout=N` on the
 //!   account line is silently ignored. It counts from call establishment, so it also fires when
-//!   no RTP ever arrived. It logs `stream: no audio RTP packets received for N milliseconds`,
-//!   `call: error in "audio" rtp stream (Connection timed out)`, then sends BYE.
+//!   no RTP ever arrived (measured: BYE 2.0 s after the 200 with `rtp_timeout 2`). It logs
+//!   `stream: no audio RTP packets received for N milliseconds`,
+//!   `call: error in "audio" rtp stream (Connection timed out)`, then sends BYE. It watches
+//!   *every* stream: a sendrecv video stream without video RTP ends the call just the same
+//!   (`error in "video" rtp stream`). Streams that are not sendrecv (on hold; video answered
+//!   sendonly to a recvonly offer) are not watched; it then prints
+//!   `check_rtp: not checking (dir=sendonly)` every second.
+//! - Video (`baresip-ffmpeg` for `avformat`/`avcodec`): config `module avcodec.so` (H.264, plus
+//!   H263/MP4V-ES/H265) and/or `module vp8.so`, `module avformat.so` +
+//!   `video_source avformat,FILE` (a *video-only* file: an audio track makes avformat decode
+//!   audio with no audio source set up, which crashed it; a comma in FILE is read as
+//!   `FORMAT,DEVICE`; at EOF it sleeps 1 s and rewinds), and a display: without
+//!   `video_display` it offers video `sendonly` and answers a sendonly offer `inactive`, so
+//!   `module fakevideo.so` + `video_display fakevideo,nil` are always set here (fakevideo is
+//!   also a still colour-bar source: `video_source fakevideo,nil`). `video_size` sizes only
+//!   fakevideo frames; a file keeps its own size. Do not set `video_codecs=H264` on the
+//!   account: lookup by name keeps only the first H.264 variant (packetization-mode=0).
+//! - As answerer it keeps the offer's order, answers *every* offered format it supports (the
+//!   gateway's 96 H.264 mode 1, 97 mode 0, 98 VP8 all come back with their fmtp, plus
+//!   `a=rtcp-fb:* nack pli`, `a=framerate:25.00`, `a=label:2`) and sends with the first; as
+//!   offerer it lists avcodec's formats first (96 H.264 mode 0, 97 mode 1, 34 H263, 98
+//!   MP4V-ES, 99 H265) then VP8 (100; 96 when alone), so two baresips use H.264 mode 0.
+//!   Log lines: `Set video encoder: H264 packetization-mode=1 (500000 bit/s, 25.00 fps)`,
+//!   `Set video decoder: ...`, `stream: incoming rtp for 'video' established, ...`,
+//!   `video: receiving with resolution 320 x 240 and format 'yuv420p'` (first decoded frame).
+//! - DTMF received by RTP telephone-event: `received event: '5' (end=0)` then `(end=1)` per
+//!   digit (no prefix; repeated digits are separate events); by SIP INFO
+//!   (`application/dtmf-relay`, `Signal=5`/`Duration=160`): `call: received DTMF: '5'
+//!   (duration=160)`, answered 200 (other INFO bodies get 488). Sending: ctrl `sndcode 123#`
+//!   (RTP only; `audio: send DTMF digit: '1'`). 1.0 has no `dtmfmode`: it cannot send INFO.
+//! - Hold: ctrl `hold`/`resume` (in-call commands, like `sndcode`; unknown outside a call) log
+//!   `call: hold <peer>`/`call: resume <peer>` and send a re-INVITE with all streams
+//!   `a=sendonly` (the held baresip answers `a=recvonly`) / `a=sendrecv`.
+//! - `-s` prints each SIP message sent or received (`ESC[36;1m#`, `UDP <src> -> <dst>`, the
+//!   message, `ESC[;m`) to unbuffered stdout: [`Baresip::sip_trace`] parses the raw log.
 //! - It binds its SIP port on UDP *and* TCP, so the port must be free for both; it exits with
 //!   status 98 when the SIP port is taken, but when the ctrl_tcp port is taken it only logs
 //!   `ctrl_tcp: failed to listen` and runs on without a control socket (detected here).
@@ -1292,6 +1326,7 @@ impl Baresip {
     /// Sends DTMF digits (`0-9`, `*`, `#`) in the current call as RFC 4733 telephone-event RTP
     /// (ctrl `sndcode`), all at once; each gets its own start and end. baresip 1.0 cannot send
     /// SIP INFO DTMF (no `dtmfmode` account parameter): use [`RawSipCall::send_dtmf_info`].
+    /// Panics outside a call (`command not found (sndcode)`).
     pub fn send_digits(&self, digits: &str) {
         self.command(&format!("sndcode {digits}"));
     }
@@ -1327,7 +1362,8 @@ impl Baresip {
     }
 
     /// Puts the current call on hold (ctrl `hold`): logs [`BARESIP_HOLD`] and sends a re-INVITE
-    /// with every stream `a=sendonly` (baresip as the held peer answers `a=recvonly`).
+    /// with every stream `a=sendonly` (baresip as the held peer answers `a=recvonly`). Panics
+    /// outside a call (`command not found (hold)`).
     pub fn hold(&self) {
         self.command("hold");
     }
@@ -2008,6 +2044,8 @@ pub struct KamailioOptions {
     /// Relay every authenticated INVITE to this next hop; None: act as registrar and route
     /// INVITEs to registered contacts.
     pub forward_to: Option<SocketAddr>,
+    /// Registrar `min_expires` (kamailio's default is 60 s); lower it for refresh tests.
+    pub min_expires: Option<u32>,
 }
 
 impl Default for KamailioOptions {
@@ -2016,6 +2054,7 @@ impl Default for KamailioOptions {
             users: Vec::new(),
             realm: "sipcast.test".to_string(),
             forward_to: None,
+            min_expires: None,
         }
     }
 }
@@ -2197,7 +2236,12 @@ fn kamailio_config(o: &KamailioOptions, port: u16, instance: &str) -> String {
     } else {
         ""
     };
+    let min_expires = o
+        .min_expires
+        .map(|m| format!("modparam(\"registrar\", \"min_expires\", {m})\n"))
+        .unwrap_or_default();
     KAMAILIO_TEMPLATE
+        .replace("@MIN_EXPIRES@", &min_expires)
         .replace("@REGISTER@", register)
         .replace("@INVITE_TARGET@", &invite_target)
         .replace("@USERS@", &users)
@@ -2234,7 +2278,7 @@ loadmodule "htable.so"
 
 modparam("usrloc", "db_mode", 0)
 modparam("htable", "htable", "users=>size=4;")
-
+@MIN_EXPIRES@
 event_route[htable:mod-init] {
     $var(users) = "loaded";
 @USERS@}

@@ -246,3 +246,22 @@ pub fn first_video_frame_is_keyframe(path: &Path) -> bool {
     let value: serde_json::Value = serde_json::from_slice(&json).expect("ffprobe JSON");
     value["frames"][0]["key_frame"].as_i64() == Some(1)
 }
+
+/// The largest gap in seconds between consecutive audio packets of `path` (by presentation time), and the
+/// span from the first to the last packet: a recording with no hole has a max gap of a frame or so.
+pub fn audio_packet_gaps(path: &Path) -> (f64, f64) {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-show_entries"])
+        .args(["packet=pts_time", "-of", "csv=p=0"])
+        .arg(path));
+    let times: Vec<f64> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    let max_gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0f64, f64::max);
+    let span = match (times.first(), times.last()) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    (max_gap, span)
+}
