@@ -17,7 +17,7 @@ use super::auth::AuthState;
 pub use super::auth::Credentials;
 use super::message::{self, Incoming, NameAddr, RequestBuilder, StartLine, Transport};
 use super::register::{RegConfig, RegEvent, RegState, Registration, RegistrationSpec};
-use super::transaction::{ClientTransaction, Kind, ResponseAction, TimerAction, Timers};
+use super::transaction::{ClientTransaction, Kind, ResponseAction, State, TimerAction, Timers};
 use crate::sdp::{self, AudioCodec, Offer};
 
 /// The gateway's handle for one call's SIP leg; chosen by the caller, unique among live legs.
@@ -189,6 +189,8 @@ pub enum UaError {
     DuplicateLeg(LegId),
     #[error("the target or From URI is not a valid SIP URI: {0}")]
     BadUri(String),
+    #[error("call {0} has no established dialog")]
+    NotEstablished(LegId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +292,11 @@ struct Leg {
     /// TU deadline: CANCEL when ringing too long, or give up when a CANCEL got no final answer (9.1).
     give_up_at: Option<Instant>,
     dialog: Option<Dialog>,
-    bye: Option<ClientTransaction>,
+        bye: Option<ClientTransaction>,
+    /// The INFO in flight (RFC 6086), one at a time so the peer sees them in order.
+    info: Option<ClientTransaction>,
+    /// INFO bodies waiting for the one in flight: (Content-Type, body).
+    info_queue: std::collections::VecDeque<(&'static str, Vec<u8>)>,
     /// RFC 4028 interval asked for in the INVITE (raised by a 422's Min-SE, once).
     session_expires: Option<Duration>,
     min_se_retried: bool,
@@ -307,9 +313,10 @@ impl Leg {
             .as_ref()
             .and_then(|d| d.refresh.as_ref())
             .map(|r| &r.tx);
-        std::iter::once(&self.invite)
+                std::iter::once(&self.invite)
             .chain(self.cancel.iter())
             .chain(self.bye.iter())
+            .chain(self.info.iter())
             .chain(refresh)
     }
 
@@ -579,7 +586,9 @@ impl UserAgent {
             cancel: None,
             give_up_at: None,
             dialog: None,
-            bye: None,
+                        bye: None,
+            info: None,
+            info_queue: std::collections::VecDeque::new(),
             session_expires: self.config.session_expires,
             min_se_retried: false,
             end_cause: None,
@@ -732,8 +741,8 @@ impl UserAgent {
         dialog: &Dialog,
         method: rsip::Method,
         cseq: u32,
-        extra: &[(&str, String)],
-        body: Option<&[u8]>,
+                extra: &[(&str, String)],
+        body: Option<(&'static str, &[u8])>,
     ) -> (Result<Vec<u8>, message::MessageError>, String, String) {
         let (via, branch) = self.via(leg.spec.transport);
         let mut builder = RequestBuilder::new(method, dialog.remote_target.clone())
@@ -754,13 +763,48 @@ impl UserAgent {
         for (name, value) in extra {
             builder = builder.header(name, value.clone());
         }
-        if let Some(body) = body {
-            builder = builder.body("application/sdp", body.to_vec());
+                if let Some((content_type, body)) = body {
+            builder = builder.body(content_type, body.to_vec());
         }
         (builder.build(), branch, via)
     }
 
-    fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
+        /// Sends INFO (RFC 6086) inside an established dialog, e.g. `application/dtmf-relay` DTMF or a
+    /// `picture_fast_update` keyframe request. INFOs go out one at a time, in the order asked.
+    pub fn send_info(&mut self, now: Instant, leg_id: LegId, content_type: &'static str, body: Vec<u8>) -> Result<(), UaError> {
+        let Some(mut leg) = self.legs.remove(&leg_id) else { return Err(UaError::NotEstablished(leg_id)) };
+        let result = if leg.phase == Phase::Established && leg.dialog.is_some() {
+            leg.info_queue.push_back((content_type, body));
+            self.send_next_info(now, &mut leg);
+            Ok(())
+        } else {
+            Err(UaError::NotEstablished(leg_id))
+        };
+        self.legs.insert(leg_id, leg);
+        result
+    }
+
+    fn send_next_info(&mut self, now: Instant, leg: &mut Leg) {
+        if leg.info.as_ref().is_some_and(|t| !t.is_terminated() && t.state() != State::Completed) {
+            return;
+        }
+        let Some((content_type, body)) = leg.info_queue.pop_front() else { return };
+        let Some(dialog) = leg.dialog.take() else { return };
+        leg.cseq += 1;
+        let (built, branch, _) =
+            self.in_dialog_request(leg, &dialog, rsip::Method::Info, leg.cseq, &[], Some((content_type, &body)));
+        let destination = self.in_dialog_destination(leg, &dialog);
+        leg.dialog = Some(dialog);
+        if let Ok(request) = built {
+            leg.info = Some(
+                ClientTransaction::start(Kind::NonInvite, now, self.config.timers, branch, destination, request.clone())
+                    .over_reliable(leg.spec.transport.is_reliable()),
+            );
+            self.transmits.push_back(leg.transmit(destination, request));
+        }
+    }
+
+fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
         let Some(mut dialog) = leg.dialog.take() else {
             return;
         };
@@ -931,6 +975,17 @@ impl UserAgent {
                 if let Some(cancel) = leg.cancel.as_mut().filter(|c| c.branch == branch) {
                     // Its final answer changes nothing: the INVITE's 487 (or 2xx) decides.
                     let _ = cancel.on_response(now, code, Vec::new);
+                }
+            }
+                        "INFO" => {
+                if let Some(info) = leg.info.as_mut().filter(|t| t.branch == branch) {
+                    let passed_up = matches!(info.on_response(now, code, Vec::new), ResponseAction::PassUp { .. });
+                    if passed_up && code >= 200 {
+                        if code >= 300 {
+                            tracing::warn!(leg = leg.spec.leg, code, "INFO refused by the peer");
+                        }
+                        self.send_next_info(now, &mut leg);
+                    }
                 }
             }
             "BYE" => {
@@ -1148,7 +1203,7 @@ impl UserAgent {
             rsip::Method::Invite,
             leg.cseq,
             &extra,
-            Some(&body),
+                        Some(("application/sdp", &body)),
         );
         let destination = self.in_dialog_destination(leg, &dialog);
         let mut dialog = dialog;
@@ -1692,6 +1747,25 @@ impl UserAgent {
             }
             if timed_out && leg.phase == Phase::Ending {
                 self.end_leg(leg, 408);
+            }
+        }
+                if let Some(info) = leg.info.as_mut() {
+            let mut timed_out = false;
+            while let Some(action) = info.on_timeout(now) {
+                match action {
+                    TimerAction::Retransmit(payload) => self.transmits.push_back(Transmit {
+                        destination: info.destination,
+                        transport: leg.spec.transport,
+                        payload,
+                    }),
+                    TimerAction::TimedOut => timed_out = true,
+                    TimerAction::Terminated => {}
+                }
+            }
+            if timed_out {
+                // RFC 6086 4.2.2 leaves the dialog to the UA; the next queued INFO still goes out.
+                tracing::warn!(leg = leg.spec.leg, "INFO got no answer (Timer F)");
+                self.send_next_info(now, leg);
             }
         }
         self.fire_dialog_timers(now, leg);
