@@ -155,6 +155,9 @@ pub struct MediaConfig {
     pub jitter_latency_ms: u32,
     /// AAC bitrate in bits per second, filled into `{aac_bitrate}`. Default 64000.
     pub aac_bitrate: u32,
+    /// Video that has shown no keyframe this many milliseconds after RTCP PLI/FIR requests is asked for one
+    /// by SIP INFO (RFC 5168 picture_fast_update), again every as often. Default 2000.
+    pub keyframe_info_after_ms: u64,
     /// A call whose audio RTP stops for this many seconds is ended (BYE, status FAILED with the reason).
     /// 0 turns it off. Default 30.
     pub rtp_timeout_secs: u64,
@@ -178,6 +181,7 @@ impl Default for MediaConfig {
             file_output_template: "output-file.pipeline".to_owned(),
             jitter_latency_ms: 200,
             aac_bitrate: 64000,
+            keyframe_info_after_ms: 2000,
             rtp_timeout_secs: 30,
             eos_timeout_ms: 3000,
         }

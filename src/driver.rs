@@ -93,6 +93,10 @@ enum Internal {
     TcpClosed(SocketAddr),
 }
 
+/// RFC 5168 2: the keyframe request of SIP video endpoints that do not act on RTCP feedback.
+const PICTURE_FAST_UPDATE: &[u8] = b"<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r\n<media_control>\r\n  <vc_primitive>\r\n    \
+<to_encoder>\r\n      <picture_fast_update/>\r\n    </to_encoder>\r\n  </vc_primitive>\r\n</media_control>\r\n";
+
 /// The target every call starts with (its rtmpUrl/rtmpStream); its status is the call's rtmpStreamStatus.
 const PRIMARY_TARGET: TargetId = 1;
 
@@ -832,6 +836,9 @@ impl Driver {
         self.registry.purge(now);
         let mut changes = Vec::new();
         let probe_timeout = Duration::from_secs(self.config.rtmp.liveness_secs.max(1));
+        let keyframe_info_after =
+            Duration::from_millis(self.config.media.keyframe_info_after_ms.max(100));
+        let mut info_requests = Vec::new();
         for (leg, slot) in &mut self.media {
             let Some(pipeline) = slot.pipeline.as_mut() else {
                 continue;
@@ -850,11 +857,23 @@ impl Driver {
                     });
                 });
             }
+            if pipeline.keyframe_overdue(now, keyframe_info_after) {
+                info_requests.push(*leg);
+            }
             let figures = pipeline.figures();
             self.registry.update(*leg, |c| c.media = Some(figures));
         }
         for (leg, change) in changes {
             self.apply_target_change(leg, change);
+        }
+        for leg in info_requests {
+            tracing::debug!(leg, "no keyframe after RTCP requests: asking by SIP INFO");
+            let _ = self.ua.send_info(
+                now,
+                leg,
+                "application/media_control+xml",
+                PICTURE_FAST_UPDATE.to_vec(),
+            );
         }
     }
 }

@@ -224,6 +224,8 @@ pub struct CallPipeline {
     video_in: Option<gst::Element>,
     video_keyframe_seen: Arc<AtomicBool>,
     last_keyframe_request: Option<Instant>,
+    /// When the SIP INFO fallback last asked for a keyframe.
+    last_keyframe_info: Option<Instant>,
     keepalive: Option<gst::Element>,
     fanout: Arc<Mutex<FanOut>>,
     outputs: Vec<Output>,
@@ -541,6 +543,7 @@ impl CallPipeline {
             video_in: video.as_ref().and_then(|_| pipeline.by_name(VIDEO_IN)),
             video_keyframe_seen,
             last_keyframe_request: None,
+            last_keyframe_info: None,
             keepalive: keepalive_source,
             pipeline,
             fanout,
@@ -602,6 +605,20 @@ impl CallPipeline {
         if let Some(pad) = video_in.static_pad("sink") {
             let _ = pad.push_event(event);
         }
+    }
+
+    /// True when video has waited `after` for its first keyframe despite RTCP requests, at most once per
+    /// `after`: time for the SIP INFO fallback (RFC 5168 picture_fast_update).
+    pub fn keyframe_overdue(&mut self, now: Instant, after: Duration) -> bool {
+        let waiting = self.video_in.is_some() && !self.video_keyframe_seen.load(Ordering::Relaxed);
+        let due = now.saturating_duration_since(self.started_at) >= after
+            && self
+                .last_keyframe_info
+                .is_none_or(|t| now.saturating_duration_since(t) >= after);
+        if waiting && due {
+            self.last_keyframe_info = Some(now);
+        }
+        waiting && due
     }
 
     /// Queues RFC 4733 DTMF digits on the generated audio toward the peer. False when there is no

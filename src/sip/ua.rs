@@ -292,7 +292,7 @@ struct Leg {
     /// TU deadline: CANCEL when ringing too long, or give up when a CANCEL got no final answer (9.1).
     give_up_at: Option<Instant>,
     dialog: Option<Dialog>,
-        bye: Option<ClientTransaction>,
+    bye: Option<ClientTransaction>,
     /// The INFO in flight (RFC 6086), one at a time so the peer sees them in order.
     info: Option<ClientTransaction>,
     /// INFO bodies waiting for the one in flight: (Content-Type, body).
@@ -313,7 +313,7 @@ impl Leg {
             .as_ref()
             .and_then(|d| d.refresh.as_ref())
             .map(|r| &r.tx);
-                std::iter::once(&self.invite)
+        std::iter::once(&self.invite)
             .chain(self.cancel.iter())
             .chain(self.bye.iter())
             .chain(self.info.iter())
@@ -586,7 +586,7 @@ impl UserAgent {
             cancel: None,
             give_up_at: None,
             dialog: None,
-                        bye: None,
+            bye: None,
             info: None,
             info_queue: std::collections::VecDeque::new(),
             session_expires: self.config.session_expires,
@@ -741,7 +741,7 @@ impl UserAgent {
         dialog: &Dialog,
         method: rsip::Method,
         cseq: u32,
-                extra: &[(&str, String)],
+        extra: &[(&str, String)],
         body: Option<(&'static str, &[u8])>,
     ) -> (Result<Vec<u8>, message::MessageError>, String, String) {
         let (via, branch) = self.via(leg.spec.transport);
@@ -763,16 +763,24 @@ impl UserAgent {
         for (name, value) in extra {
             builder = builder.header(name, value.clone());
         }
-                if let Some((content_type, body)) = body {
+        if let Some((content_type, body)) = body {
             builder = builder.body(content_type, body.to_vec());
         }
         (builder.build(), branch, via)
     }
 
-        /// Sends INFO (RFC 6086) inside an established dialog, e.g. `application/dtmf-relay` DTMF or a
+    /// Sends INFO (RFC 6086) inside an established dialog, e.g. `application/dtmf-relay` DTMF or a
     /// `picture_fast_update` keyframe request. INFOs go out one at a time, in the order asked.
-    pub fn send_info(&mut self, now: Instant, leg_id: LegId, content_type: &'static str, body: Vec<u8>) -> Result<(), UaError> {
-        let Some(mut leg) = self.legs.remove(&leg_id) else { return Err(UaError::NotEstablished(leg_id)) };
+    pub fn send_info(
+        &mut self,
+        now: Instant,
+        leg_id: LegId,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<(), UaError> {
+        let Some(mut leg) = self.legs.remove(&leg_id) else {
+            return Err(UaError::NotEstablished(leg_id));
+        };
         let result = if leg.phase == Phase::Established && leg.dialog.is_some() {
             leg.info_queue.push_back((content_type, body));
             self.send_next_info(now, &mut leg);
@@ -785,26 +793,47 @@ impl UserAgent {
     }
 
     fn send_next_info(&mut self, now: Instant, leg: &mut Leg) {
-        if leg.info.as_ref().is_some_and(|t| !t.is_terminated() && t.state() != State::Completed) {
+        if leg
+            .info
+            .as_ref()
+            .is_some_and(|t| !t.is_terminated() && t.state() != State::Completed)
+        {
             return;
         }
-        let Some((content_type, body)) = leg.info_queue.pop_front() else { return };
-        let Some(dialog) = leg.dialog.take() else { return };
+        let Some((content_type, body)) = leg.info_queue.pop_front() else {
+            return;
+        };
+        let Some(dialog) = leg.dialog.take() else {
+            return;
+        };
         leg.cseq += 1;
-        let (built, branch, _) =
-            self.in_dialog_request(leg, &dialog, rsip::Method::Info, leg.cseq, &[], Some((content_type, &body)));
+        let (built, branch, _) = self.in_dialog_request(
+            leg,
+            &dialog,
+            rsip::Method::Info,
+            leg.cseq,
+            &[],
+            Some((content_type, &body)),
+        );
         let destination = self.in_dialog_destination(leg, &dialog);
         leg.dialog = Some(dialog);
         if let Ok(request) = built {
             leg.info = Some(
-                ClientTransaction::start(Kind::NonInvite, now, self.config.timers, branch, destination, request.clone())
-                    .over_reliable(leg.spec.transport.is_reliable()),
+                ClientTransaction::start(
+                    Kind::NonInvite,
+                    now,
+                    self.config.timers,
+                    branch,
+                    destination,
+                    request.clone(),
+                )
+                .over_reliable(leg.spec.transport.is_reliable()),
             );
             self.transmits.push_back(leg.transmit(destination, request));
         }
     }
 
-fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
+    fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
         let Some(mut dialog) = leg.dialog.take() else {
             return;
         };
@@ -977,9 +1006,12 @@ fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
                     let _ = cancel.on_response(now, code, Vec::new);
                 }
             }
-                        "INFO" => {
+            "INFO" => {
                 if let Some(info) = leg.info.as_mut().filter(|t| t.branch == branch) {
-                    let passed_up = matches!(info.on_response(now, code, Vec::new), ResponseAction::PassUp { .. });
+                    let passed_up = matches!(
+                        info.on_response(now, code, Vec::new),
+                        ResponseAction::PassUp { .. }
+                    );
                     if passed_up && code >= 200 {
                         if code >= 300 {
                             tracing::warn!(leg = leg.spec.leg, code, "INFO refused by the peer");
@@ -1203,7 +1235,7 @@ fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
             rsip::Method::Invite,
             leg.cseq,
             &extra,
-                        Some(("application/sdp", &body)),
+            Some(("application/sdp", &body)),
         );
         let destination = self.in_dialog_destination(leg, &dialog);
         let mut dialog = dialog;
@@ -1749,7 +1781,7 @@ fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
                 self.end_leg(leg, 408);
             }
         }
-                if let Some(info) = leg.info.as_mut() {
+        if let Some(info) = leg.info.as_mut() {
             let mut timed_out = false;
             while let Some(action) = info.on_timeout(now) {
                 match action {

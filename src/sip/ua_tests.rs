@@ -1039,17 +1039,37 @@ fn tcp_calls_have_tcp_via_and_contact_and_never_retransmit() {
 fn info_goes_out_in_dialog_one_at_a_time() {
     let mut h = Harness::new();
     assert_eq!(
-        h.ua.send_info(h.now, 1, "application/dtmf-relay", b"Signal=1\r\nDuration=250\r\n".to_vec()),
+        h.ua.send_info(
+            h.now,
+            1,
+            "application/dtmf-relay",
+            b"Signal=1\r\nDuration=250\r\n".to_vec()
+        ),
         Err(UaError::NotEstablished(1)),
         "no dialog yet"
     );
     established(&mut h, "");
-    h.ua.send_info(h.now, 1, "application/dtmf-relay", b"Signal=1\r\nDuration=250\r\n".to_vec()).unwrap();
-    h.ua.send_info(h.now, 1, "application/dtmf-relay", b"Signal=#\r\nDuration=250\r\n".to_vec()).unwrap();
+    h.ua.send_info(
+        h.now,
+        1,
+        "application/dtmf-relay",
+        b"Signal=1\r\nDuration=250\r\n".to_vec(),
+    )
+    .unwrap();
+    h.ua.send_info(
+        h.now,
+        1,
+        "application/dtmf-relay",
+        b"Signal=#\r\nDuration=250\r\n".to_vec(),
+    )
+    .unwrap();
     let sent = h.transmits();
     assert_eq!(sent.len(), 1, "the second waits for the first's answer");
     let (_, first, text) = &sent[0];
-    assert_eq!((first.cseq_method.as_str(), first.to_tag.as_deref()), ("INFO", Some("peertag")));
+    assert_eq!(
+        (first.cseq_method.as_str(), first.to_tag.as_deref()),
+        ("INFO", Some("peertag"))
+    );
     assert_eq!(header(text, "Content-Type"), Some("application/dtmf-relay"));
     assert!(text.ends_with("Signal=1\r\nDuration=250\r\n"), "{text}");
     h.feed(&respond(first, 200, "OK", "", ""));
@@ -1060,9 +1080,23 @@ fn info_goes_out_in_dialog_one_at_a_time() {
     assert!(text.contains("Signal=#"), "{text}");
     // An unanswered INFO retransmits (Timer E) and ends at Timer F without touching the call.
     let mut retransmits = 0;
-    while h.ua.poll_timeout().is_some_and(|t| t <= h.now + Duration::from_secs(40)) && h.advance_to_deadline() {
-        retransmits += h.transmits().iter().filter(|(_, m, _)| m.cseq_method == "INFO").count();
+    while h
+        .ua
+        .poll_timeout()
+        .is_some_and(|t| t <= h.now + Duration::from_secs(40))
+        && h.advance_to_deadline()
+    {
+        retransmits += h
+            .transmits()
+            .iter()
+            .filter(|(_, m, _)| m.cseq_method == "INFO")
+            .count();
     }
     assert!(retransmits >= 5, "{retransmits} retransmissions");
-    assert!(h.events().iter().all(|e| !matches!(e, SipEvent::Ended { .. })), "the call goes on");
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| !matches!(e, SipEvent::Ended { .. })),
+        "the call goes on"
+    );
 }
