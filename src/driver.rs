@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::call::command::{CommandError, Dtmf, PushFilter, PushSnapshot, PushTarget, Reply};
 use crate::call::{CallStatus, Registry, RtmpStatus, SipFollowUp};
 use crate::config::Config;
 use crate::media::pipeline::{Destination, Setup};
@@ -28,6 +29,34 @@ pub enum Command {
     Terminate(LegId),
     /// Hang up every call, wait for their streams to end (bounded), then answer.
     Shutdown(oneshot::Sender<()>),
+    /// Send DTMF digits on an established call.
+    SendDtmf {
+        leg: LegId,
+        dtmf: Dtmf,
+        reply: Reply<()>,
+    },
+    /// Add another RTMP target to a live call; answers with its mediaSessionId.
+    PushStart {
+        leg: LegId,
+        target: PushTarget,
+        reply: Reply<PushSnapshot>,
+    },
+    /// List push targets.
+    PushFind {
+        filter: PushFilter,
+        reply: Reply<Vec<PushSnapshot>>,
+    },
+    /// Remove a push target; the call and its other targets go on.
+    PushStop {
+        media_session_id: String,
+        reply: Reply<()>,
+    },
+    /// Mute (silence) or unmute one push target.
+    PushMute {
+        media_session_id: String,
+        muted: bool,
+        reply: Reply<()>,
+    },
 }
 
 /// Capacity of the API -> driver queue; a full queue answers 503 instead of blocking a request.
@@ -195,7 +224,31 @@ impl Driver {
                 }
                 self.shutdown = Some((done, Instant::now() + SHUTDOWN_GRACE));
             }
+            Command::SendDtmf { leg, dtmf, reply } => self.send_dtmf(leg, dtmf, reply),
+            Command::PushStart { reply, .. } => not_yet(reply, "push/startup"),
+            Command::PushFind { reply, .. } => not_yet(reply, "push/find"),
+            Command::PushStop { reply, .. } => not_yet(reply, "push/terminate"),
+            Command::PushMute { reply, .. } => not_yet(reply, "push/mute"),
         }
+    }
+
+    /// DTMF is validated and routed here; sending it (RFC 4733 from the call's pipeline, or SIP INFO)
+    /// lands with the media issue (#4).
+    fn send_dtmf(&mut self, leg: LegId, dtmf: Dtmf, reply: Reply<()>) {
+        let answer = match self.registry.get(leg) {
+            None => Err(CommandError::NoSuchCall),
+            Some(c) if c.status.is_final() => Err(CommandError::NoSuchCall),
+            Some(c) if c.status != CallStatus::Established => Err(CommandError::NotEstablished),
+            Some(c) => {
+                tracing::info!(
+                    call_id = c.request.call_id,
+                    ?dtmf,
+                    "DTMF not sent: not supported yet"
+                );
+                Err(CommandError::NotSupported("sending DTMF"))
+            }
+        };
+        let _ = reply.send(answer);
     }
 
     fn shutdown_complete(&mut self) -> bool {
@@ -488,6 +541,12 @@ impl Driver {
             });
         }
     }
+}
+
+/// Push targets need several RTMP outputs per call (the lead's multi-target work); until then the
+/// commands are answered "not supported yet".
+fn not_yet<T>(reply: Reply<T>, what: &'static str) {
+    let _ = reply.send(Err(CommandError::NotSupported(what)));
 }
 
 fn finish_now(c: &mut crate::call::CallRecord, status: CallStatus, reason: &str) {
