@@ -84,6 +84,11 @@ impl Gateway {
         self.sip_port
     }
 
+    /// `http://127.0.0.1:PORT` of the REST API and console.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
     /// Everything the gateway logged so far.
     pub fn log(&self) -> String {
         self.process.log()

@@ -7,6 +7,7 @@
 pub mod gateway;
 pub mod peers;
 pub mod probe;
+pub mod receiver;
 
 use std::collections::HashSet;
 use std::net::{TcpListener, UdpSocket};
