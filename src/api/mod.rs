@@ -130,6 +130,14 @@ fn add_unauthorized(openapi: &mut utoipa::openapi::OpenApi) {
     let requirement =
         utoipa::openapi::security::SecurityRequirement::new::<_, _, &str>("basicAuth", []);
     for item in openapi.paths.paths.values_mut() {
+        // One handler on GET and POST: operation ids must still be unique.
+        if let (Some(get), Some(post)) = (item.get.as_mut(), item.post.as_mut()) {
+            for (op, method) in [(get, "get"), (post, "post")] {
+                if let Some(id) = op.operation_id.as_mut() {
+                    *id = format!("{id}_{method}");
+                }
+            }
+        }
         for op in [
             &mut item.get,
             &mut item.post,

@@ -171,9 +171,6 @@ function selectCall(callId) {
 
 function fillCallSelect(select) {
   const live = [...calls.values()].filter(isLive).map((c) => c.callId);
-  if (selected && !live.includes(selected) && calls.has(selected) && !isLive(calls.get(selected))) {
-    // keep the ended call out of the pickers
-  }
   const current = select.value || selected;
   select.replaceChildren();
   for (const id of live) {
