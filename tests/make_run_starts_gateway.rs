@@ -22,6 +22,21 @@ fn http(method: &str) -> Option<(u16, String)> {
     Some((status, response))
 }
 
+/// Signals process group `pgid` through bash's builtin kill. Not kill(1): procps-ng 4.0.2 (Debian 12)
+/// mis-parses `kill -TERM -PGID` and signals every process it may (as `kill -1`), which took down the
+/// whole machine's jobs, the test runner included.
+fn kill_group(pgid: u32, signal: &str) {
+    let _ = Command::new("bash")
+        .args([
+            "-c",
+            "kill -s \"$1\" -- \"-$2\"",
+            "kill_group",
+            signal,
+            &pgid.to_string(),
+        ])
+        .status();
+}
+
 #[test]
 fn make_run_serves_find_all() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -53,17 +68,13 @@ fn make_run_serves_find_all() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Stop the whole process group (make and the gateway it started).
-    let _ = Command::new("kill")
-        .args(["-TERM", &format!("-{}", child.id())])
-        .status();
+    kill_group(child.id(), "TERM");
     let stopped = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         matches!(child.try_wait(), Ok(Some(_)))
     });
     if !stopped {
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", child.id())])
-            .status();
+        kill_group(child.id(), "KILL");
         let _ = child.wait();
     }
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
