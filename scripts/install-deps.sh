@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what sipcast needs on Debian 12, and nothing twice.
 #   scripts/install-deps.sh run    build + runtime (GStreamer 1.22 dev and plugins)
-#   scripts/install-deps.sh test   the above + the real test peers (baresip, kamailio, nginx-rtmp, ffmpeg)
-# Idempotent: packages already installed are skipped; apt-get update runs only when something is missing.
+#   scripts/install-deps.sh test   the above + the real test peers (baresip, kamailio, nginx-rtmp, ffmpeg),
+#                                  Chromium, Node.js with playwright-core (tests/browser/node_modules) and
+#                                  openapi-spec-validator from PyPI (tests/tools/venv)
+# Idempotent: packages already installed are skipped; apt-get update runs only when something is missing;
+# the npm and pip steps run only when their result is missing.
 set -euo pipefail
 
 profile="${1:-run}"
@@ -17,6 +20,7 @@ run_packages=(
 )
 test_packages=(
   baresip-core baresip-ffmpeg kamailio nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg openssl
+  chromium python3-venv
 )
 
 case "$profile" in
@@ -24,6 +28,11 @@ case "$profile" in
   test|bench) wanted=("${run_packages[@]}" "${test_packages[@]}") ;;
   *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
+
+# Node.js and npm: any installation will do (Debian's, or another one already present).
+if [ "$profile" != run ] && ! command -v npm >/dev/null 2>&1; then
+  wanted+=(nodejs npm)
+fi
 
 missing=()
 for pkg in "${wanted[@]}"; do
@@ -51,6 +60,22 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all ${#wanted[@]} packages present"
+fi
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ "$profile" != run ]; then
+  # Playwright's library only (no browser download): it drives Debian's /usr/bin/chromium.
+  if [ ! -f "$root/tests/browser/node_modules/playwright-core/package.json" ]; then
+    echo "install-deps: npm ci in tests/browser"
+    (cd "$root/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  # The OpenAPI validator, in a project-local venv of Debian's Python.
+  venv="$root/tests/tools/venv"
+  if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+    echo "install-deps: openapi-spec-validator into tests/tools/venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/tests/tools/requirements.txt"
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

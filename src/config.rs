@@ -1,6 +1,7 @@
 //! The gateway's configuration: one TOML file, every field optional with a documented default,
 //! unknown fields refused (a typo must not silently fall back to a default).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub http: HttpConfig,
+    pub https: HttpsConfig,
+    pub auth: AuthConfig,
+    pub webhooks: WebhooksConfig,
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub calls: CallsConfig,
@@ -42,6 +46,120 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body in bytes. Default 65536.
     pub max_body_bytes: usize,
+}
+
+/// The HTTPS listener (rustls). It serves the same API and console as HTTP, and runs only when both
+/// `cert_file` and `key_file` are given (there is no built-in certificate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsConfig {
+    /// Where HTTPS listens. Default `127.0.0.1:8444` (WCS's HTTPS REST port).
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first. Default: none (HTTPS off).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate. Default: none (HTTPS off).
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for HttpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8444)),
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+impl HttpsConfig {
+    /// Certificate and key, when HTTPS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        }
+    }
+}
+
+/// Who may use the API and the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// No authentication (keep the listeners on loopback).
+    #[default]
+    Development,
+    /// Every request needs HTTP Basic credentials of a configured user.
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `development` (no authentication) or `production` (HTTP Basic on every request, over HTTP and
+    /// HTTPS). Default `development`.
+    pub profile: Profile,
+    /// Realm in the `WWW-Authenticate` challenge. Default `sipcast`.
+    pub realm: String,
+    /// Users allowed in the production profile. Default: none; a production profile without users
+    /// refuses to start (there is no default password).
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Development,
+            realm: "sipcast".to_owned(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One API user. No defaults: both fields are required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Argon2 hash as a PHC string (`$argon2id$v=19$...`), as printed by `sipcast --hash-password`.
+    pub password_hash: String,
+}
+
+/// Status webhooks (WCS "callApp"): every call and stream status change is POSTed as JSON to the URL
+/// of the call's appKey.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// `nodeId` in every event. Default `sipcast`.
+    pub node_id: String,
+    /// appKey -> URL (http:// or https://). Calls whose appKey is not listed get no webhook. Default: none.
+    pub apps: BTreeMap<String, String>,
+    /// Events waiting per URL; when full, new events for it are dropped (counted and logged). Default 1024.
+    pub queue_capacity: usize,
+    /// Tries per event before it is dropped (counted and logged). Default 5.
+    pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; doubles per retry. Default 500.
+    pub backoff_initial_ms: u64,
+    /// Longest wait between retries, in milliseconds. Default 8000.
+    pub backoff_max_ms: u64,
+    /// Timeout of one POST, in milliseconds. Default 5000.
+    pub timeout_ms: u64,
+    /// Events buffered per `GET /rest-api/events` client; a slower client skips events. Default 256.
+    pub sse_buffer: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "sipcast".to_owned(),
+            apps: BTreeMap::new(),
+            queue_capacity: 1024,
+            max_attempts: 5,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 8000,
+            timeout_ms: 5000,
+            sse_buffer: 256,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -369,6 +487,70 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
+        let h = &self.https;
+        if h.cert_file.is_some() != h.key_file.is_some() {
+            return Err(invalid(
+                "https.cert_file",
+                "give both https.cert_file and https.key_file, or neither (HTTPS off)",
+            ));
+        }
+        let a = &self.auth;
+        if a.profile == Profile::Production && a.users.is_empty() {
+            return Err(invalid(
+                "auth.users",
+                "the production profile needs at least one user ([[auth.users]] name and password_hash); \
+                 there is no default password. Make a hash with `sipcast --hash-password`",
+            ));
+        }
+        for user in &a.users {
+            if user.name.is_empty() || user.name.contains(':') {
+                return Err(invalid(
+                    "auth.users.name",
+                    "a user name must be non-empty and must not contain ':'",
+                ));
+            }
+            if argon2::PasswordHash::new(&user.password_hash).is_err()
+                || !user.password_hash.starts_with("$argon2")
+            {
+                return Err(invalid(
+                    "auth.users.password_hash",
+                    "must be an argon2 PHC string ($argon2id$...); make one with `sipcast --hash-password`",
+                ));
+            }
+        }
+        if a.realm.contains(['"', '\\']) || a.realm.chars().any(char::is_control) {
+            return Err(invalid(
+                "auth.realm",
+                "must not contain quotes, backslashes or control characters",
+            ));
+        }
+        let w = &self.webhooks;
+        for (app, url) in &w.apps {
+            let lower = url.to_ascii_lowercase();
+            let scheme_ok = lower.starts_with("http://") || lower.starts_with("https://");
+            if !scheme_ok || url.contains(char::is_whitespace) || reqwest::Url::parse(url).is_err()
+            {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field: "webhooks.apps",
+                    message: format!(
+                        "the URL of appKey {app:?} must be an http:// or https:// URL"
+                    ),
+                });
+            }
+        }
+        if w.queue_capacity == 0 || w.max_attempts == 0 || w.sse_buffer == 0 {
+            return Err(invalid(
+                "webhooks.queue_capacity",
+                "queue_capacity, max_attempts and sse_buffer must be at least 1",
+            ));
+        }
+        if w.timeout_ms == 0 || w.backoff_max_ms < w.backoff_initial_ms {
+            return Err(invalid(
+                "webhooks.timeout_ms",
+                "timeout_ms must be positive and backoff_max_ms >= backoff_initial_ms",
+            ));
+        }
         Ok(())
     }
 }
@@ -397,6 +579,49 @@ mod tests {
         let err =
             Config::parse("[media]\nrtp_port_min = 20001\n", Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("media.rtp_port_min"), "{err}");
+    }
+
+    #[test]
+    fn production_without_users_is_refused_clearly() {
+        let err =
+            Config::parse("[auth]\nprofile = \"production\"\n", Path::new("t.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("auth.users") && text.contains("no default password"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn password_hashes_must_be_argon2() {
+        let err = Config::parse(
+            "[auth]\nprofile = \"production\"\n[[auth.users]]\nname = \"admin\"\npassword_hash = \"admin\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("auth.users.password_hash"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn https_needs_both_files_and_webhook_urls_are_checked() {
+        let err =
+            Config::parse("[https]\ncert_file = \"c.pem\"\n", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("https.cert_file"), "{err}");
+        let err = Config::parse(
+            "[webhooks.apps]\ncallApp = \"ftp://x\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("callApp"), "{err}");
+        let ok = Config::parse(
+            "[webhooks.apps]\ncallApp = \"http://127.0.0.1:9/hook\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.webhooks.apps["callApp"], "http://127.0.0.1:9/hook");
     }
 
     #[test]

@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::call::command::{
+    CommandError, Dtmf, DtmfKind, PushFilter, PushSnapshot, PushTarget, Reply,
+};
 use crate::call::{CallStatus, Registry, RtmpStatus, SipFollowUp};
 use crate::config::Config;
 use crate::media::{
@@ -34,33 +37,34 @@ pub enum Command {
     Terminate(LegId),
     /// Hang up every call, wait for their streams to end (bounded), then answer.
     Shutdown(oneshot::Sender<()>),
-    /// Add an RTMP target to a live call (republishing); answers the target's id.
+    /// Send DTMF digits on an established call.
+    SendDtmf {
+        leg: LegId,
+        dtmf: Dtmf,
+        reply: Reply<()>,
+    },
+    /// Add another RTMP target to a live call; answers with its mediaSessionId.
     PushStart {
-        call_id: String,
-        target: TargetKind,
-        reply: oneshot::Sender<Result<TargetId, PushError>>,
+        leg: LegId,
+        target: PushTarget,
+        reply: Reply<PushSnapshot>,
     },
-    /// End one target of a call, leaving the call and its other targets untouched.
+    /// List push targets.
+    PushFind {
+        filter: PushFilter,
+        reply: Reply<Vec<PushSnapshot>>,
+    },
+    /// Remove a push target; the call and its other targets go on.
     PushStop {
-        call_id: String,
-        target: TargetId,
-        reply: oneshot::Sender<Result<(), PushError>>,
+        media_session_id: String,
+        reply: Reply<()>,
     },
-}
-
-/// Why a push command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PushError {
-    #[error("no live call with this callId")]
-    NoCall,
-    #[error("the call has no media yet (not established)")]
-    NoMedia,
-    #[error("the call already publishes to this target")]
-    Duplicate,
-    #[error("the call has no such target")]
-    NoTarget,
-    #[error("the target could not be started: {0}")]
-    Media(String),
+    /// Mute (silence) or unmute one push target.
+    PushMute {
+        media_session_id: String,
+        muted: bool,
+        reply: Reply<()>,
+    },
 }
 
 /// Capacity of the API -> driver queue; a full queue answers 503 instead of blocking a request.
@@ -295,21 +299,64 @@ impl Driver {
                 }
                 self.shutdown = Some((done, Instant::now() + SHUTDOWN_GRACE));
             }
-            Command::PushStart {
-                call_id,
-                target,
-                reply,
-            } => {
-                let _ = reply.send(self.push_start(&call_id, target));
+            Command::SendDtmf { leg, dtmf, reply } => {
+                let _ = reply.send(self.send_dtmf(leg, &dtmf));
+            }
+            Command::PushStart { leg, target, reply } => {
+                let _ = reply.send(self.push_start(leg, target));
+            }
+            Command::PushFind { filter, reply } => {
+                let _ = reply.send(Ok(self.push_find(&filter)));
             }
             Command::PushStop {
-                call_id,
-                target,
+                media_session_id,
                 reply,
             } => {
-                let _ = reply.send(self.push_stop(&call_id, target));
+                let _ = reply.send(self.push_stop(&media_session_id));
+            }
+            // Per-target mute needs a silenced branch per target; the FLV is shared today.
+            Command::PushMute { reply, .. } => not_yet(reply, "push/mute"),
+        }
+    }
+
+    /// Sends DTMF: RFC 4733 events on the generated audio toward the peer, or one SIP INFO
+    /// (application/dtmf-relay) per digit, in order.
+    fn send_dtmf(&mut self, leg: LegId, dtmf: &Dtmf) -> Result<(), CommandError> {
+        match self.registry.get(leg) {
+            None => return Err(CommandError::NoSuchCall),
+            Some(c) if c.status.is_final() => return Err(CommandError::NoSuchCall),
+            Some(c) if c.status != CallStatus::Established => {
+                return Err(CommandError::NotEstablished)
+            }
+            Some(_) => {}
+        }
+        match dtmf.kind {
+            DtmfKind::Rfc2833 => {
+                let pipeline = self
+                    .media
+                    .get(&leg)
+                    .and_then(|s| s.pipeline.as_ref())
+                    .ok_or(CommandError::NotEstablished)?;
+                if !pipeline.send_dtmf(dtmf.digits(), DTMF_DURATION_MS) {
+                    // No generated audio: hasAudio=false, generate_av_for_ua = none, or a codec it cannot make.
+                    return Err(CommandError::NotSupported(
+                        "RFC 2833 DTMF on a call without generated audio",
+                    ));
+                }
+            }
+            DtmfKind::Info => {
+                let now = Instant::now();
+                for digit in dtmf.digits().chars() {
+                    let body =
+                        format!("Signal={digit}\r\nDuration={DTMF_DURATION_MS}\r\n").into_bytes();
+                    self.ua
+                        .send_info(now, leg, "application/dtmf-relay", body)
+                        .map_err(|_| CommandError::NotEstablished)?;
+                }
             }
         }
+        tracing::info!(leg, ?dtmf, "DTMF sent");
+        Ok(())
     }
 
     fn shutdown_complete(&mut self) -> bool {
@@ -678,40 +725,108 @@ impl Driver {
         }
     }
 
-    fn call_pipeline(&mut self, call_id: &str) -> Result<&mut CallPipeline, PushError> {
-        let leg = self.registry.live_leg(call_id).ok_or(PushError::NoCall)?;
-        self.media
+    fn push_start(&mut self, leg: LegId, target: PushTarget) -> Result<PushSnapshot, CommandError> {
+        if target.muted {
+            return Err(CommandError::NotSupported("starting a push target muted"));
+        }
+        let call_id = self
+            .registry
+            .get(leg)
+            .filter(|c| !c.status.is_final())
+            .ok_or(CommandError::NoSuchCall)?
+            .request
+            .call_id;
+        let pipeline = self
+            .media
             .get_mut(&leg)
             .and_then(|s| s.pipeline.as_mut())
-            .ok_or(PushError::NoMedia)
-    }
-
-    fn push_start(&mut self, call_id: &str, target: TargetKind) -> Result<TargetId, PushError> {
-        let description = target.describe();
-        let pipeline = self.call_pipeline(call_id)?;
-        if pipeline.has_target(&target) {
-            return Err(PushError::Duplicate);
+            .ok_or(CommandError::NotEstablished)?;
+        let kind = TargetKind::Rtmp {
+            url: target.rtmp_url.clone(),
+            stream: target.stream.clone(),
+        };
+        if pipeline.has_target(&kind) {
+            return Err(CommandError::TargetExists);
         }
-        let id = pipeline
-            .add_target(target)
-            .map_err(|e| PushError::Media(e.to_string()))?;
+        let description = kind.describe();
+        let id = pipeline.add_target(kind).map_err(|e| {
+            tracing::warn!(call_id, "push target could not be built: {e}");
+            CommandError::Unavailable
+        })?;
         tracing::info!(
             call_id,
             target = id,
             destination = description,
             "target added"
         );
-        Ok(id)
+        Ok(PushSnapshot {
+            media_session_id: media_session_id(&call_id, id),
+            call_id,
+            rtmp_url: target.rtmp_url,
+            rtmp_stream_redacted: target.stream.redacted(),
+            rtmp_status: RtmpStatus::Wait,
+            muted: false,
+        })
     }
 
-    fn push_stop(&mut self, call_id: &str, target: TargetId) -> Result<(), PushError> {
+    /// Every push target (not the calls' own rtmpUrl targets) matching `filter`.
+    fn push_find(&self, filter: &PushFilter) -> Vec<PushSnapshot> {
+        let mut found = Vec::new();
+        for (leg, slot) in &self.media {
+            if filter.leg.is_some_and(|l| l != *leg) {
+                continue;
+            }
+            let (Some(pipeline), Some(call)) = (slot.pipeline.as_ref(), self.registry.get(*leg))
+            else {
+                continue;
+            };
+            for (id, kind, status) in pipeline.targets() {
+                let TargetKind::Rtmp { url, stream } = kind else {
+                    continue;
+                };
+                let session = media_session_id(&call.request.call_id, id);
+                if id == PRIMARY_TARGET
+                    || filter
+                        .media_session_id
+                        .as_ref()
+                        .is_some_and(|m| *m != session)
+                    || filter.rtmp_url.as_ref().is_some_and(|u| u != url)
+                {
+                    continue;
+                }
+                found.push(PushSnapshot {
+                    media_session_id: session,
+                    call_id: call.request.call_id.clone(),
+                    rtmp_url: url.clone(),
+                    rtmp_stream_redacted: stream.redacted(),
+                    rtmp_status: status,
+                    muted: false,
+                });
+            }
+        }
+        found.sort_by(|a, b| a.media_session_id.cmp(&b.media_session_id));
+        found
+    }
+
+    fn push_stop(&mut self, media_session_id: &str) -> Result<(), CommandError> {
+        let (call_id, target) =
+            parse_media_session_id(media_session_id).ok_or(CommandError::NoSuchTarget)?;
         if target == PRIMARY_TARGET {
             // The call's own rtmpUrl ends with the call (call/terminate).
-            return Err(PushError::NoTarget);
+            return Err(CommandError::NoSuchTarget);
         }
-        self.call_pipeline(call_id)?
+        let leg = self
+            .registry
+            .live_leg(&call_id)
+            .ok_or(CommandError::NoSuchTarget)?;
+        let pipeline = self
+            .media
+            .get_mut(&leg)
+            .and_then(|s| s.pipeline.as_mut())
+            .ok_or(CommandError::NoSuchTarget)?;
+        pipeline
             .remove_target(target)
-            .map_err(|_| PushError::NoTarget)?;
+            .map_err(|_| CommandError::NoSuchTarget)?;
         tracing::info!(call_id, target, "target removed");
         Ok(())
     }
@@ -930,6 +1045,25 @@ async fn rtmp_handshake_probe(host: &str, port: u16, timeout: Duration) -> Resul
             timeout.as_secs()
         )),
     }
+}
+
+/// Push targets need several RTMP outputs per call (the lead's multi-target work); until then the
+/// commands are answered "not supported yet".
+/// How long each DTMF digit lasts (RFC 4733 event duration; INFO Duration).
+const DTMF_DURATION_MS: u32 = 250;
+
+/// A push target's id as the API shows it: `<callId>/<target>`.
+fn media_session_id(call_id: &str, target: TargetId) -> String {
+    format!("{call_id}/{target}")
+}
+
+fn parse_media_session_id(id: &str) -> Option<(String, TargetId)> {
+    let (call, target) = id.rsplit_once('/')?;
+    Some((call.to_owned(), target.parse().ok()?))
+}
+
+fn not_yet<T>(reply: Reply<T>, what: &'static str) {
+    let _ = reply.send(Err(CommandError::NotSupported(what)));
 }
 
 fn finish_now(c: &mut crate::call::CallRecord, status: CallStatus, reason: &str) {

@@ -9,6 +9,7 @@ pub mod call;
 pub mod config;
 pub mod driver;
 pub mod media;
+pub mod notify;
 pub mod sdp;
 pub mod secret;
 pub mod sip;

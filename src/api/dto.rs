@@ -4,8 +4,9 @@
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::call::{CallFilter, CallSnapshot, CallStatus, StartRequest};
-use crate::media::{MediaFigures, TargetId, TargetKind};
+use crate::call::command::{Dtmf, DtmfKind, PushSnapshot, PushTarget};
+use crate::call::{CallFilter, CallSnapshot, CallStatus, RtmpStatus, StartRequest};
+use crate::media::MediaFigures;
 use crate::secret::{Password, StreamKey};
 use crate::sip::message::{SipUri, Transport};
 use crate::sip::ua::is_sip_uri;
@@ -17,7 +18,7 @@ pub struct Defaults {
 }
 
 /// Fields call/startup understands; anything else is ignored (and logged at debug).
-const STARTUP_FIELDS: &[&str] = &[
+pub const STARTUP_FIELDS: &[&str] = &[
     "callId",
     "callee",
     "rtmpUrl",
@@ -49,7 +50,175 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn optional_string(
+/// Logs (at debug) the fields of `o` that `known` does not list; they are ignored.
+pub fn note_unknown_fields(o: &Map<String, Value>, known: &[&str], endpoint: &str) {
+    for key in o.keys() {
+        if !known.contains(&key.as_str()) {
+            tracing::debug!(endpoint, field = key.as_str(), "ignoring unknown field");
+        }
+    }
+}
+
+/// The legacy shape (older WCS clients, `/RESTCall/call`): the SIP fields nested in a `connection`
+/// object. They are lifted to the top level; a field given in both places with different values is
+/// refused, naming it.
+pub fn flatten_connection(mut o: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    let connection = match o.remove("connection") {
+        None | Some(Value::Null) => return Ok(o),
+        Some(Value::Object(c)) => c,
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "connection",
+                "connection must be an object of SIP fields",
+            ))
+        }
+    };
+    for (key, value) in connection {
+        let Some(field) = STARTUP_FIELDS.iter().copied().find(|f| *f == key) else {
+            tracing::debug!(field = key.as_str(), "connection: ignoring unknown field");
+            continue;
+        };
+        match o.get(field) {
+            Some(top) if !top.is_null() && *top != value => {
+                return Err(ApiError::bad_field(
+                    field,
+                    format!(
+                        "{field} is given both at the top level and in connection, differently"
+                    ),
+                ));
+            }
+            _ => {
+                o.insert(key, value);
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// rtmp://host[:port]/... or rtmps://..., no whitespace.
+fn valid_rtmp_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let after_scheme = lower
+        .strip_prefix("rtmp://")
+        .or_else(|| lower.strip_prefix("rtmps://"));
+    after_scheme.is_some_and(|rest| !rest.split('/').next().unwrap_or_default().is_empty())
+        && !url.contains(char::is_whitespace)
+}
+
+/// Fields call/send_dtmf and /RESTCall/sendDTMF understand.
+pub const DTMF_FIELDS: &[&str] = &["callId", "dtmf", "dumf", "type"];
+
+/// A send_dtmf body: `{callId, dtmf, type}`; `dumf` (a misspelling older clients send) is accepted
+/// with a warning. `type` is RFC2833 (default) or INFO.
+pub fn dtmf_request(o: &Map<String, Value>) -> Result<(String, Dtmf), ApiError> {
+    note_unknown_fields(o, DTMF_FIELDS, "send_dtmf");
+    let call_id = required_string(o, "callId")?;
+    let digits = match optional_string(o, "dtmf")? {
+        Some(d) => d,
+        None => match optional_string(o, "dumf") {
+            Ok(Some(d)) => {
+                tracing::warn!(
+                    call_id,
+                    "send_dtmf: the field \"dumf\" is a misspelling of \"dtmf\"; accepted"
+                );
+                d
+            }
+            Ok(None) => return Err(ApiError::bad_field("dtmf", "dtmf is required")),
+            Err(_) => return Err(ApiError::bad_field("dtmf", "dtmf must be a string")),
+        },
+    };
+    let kind = match optional_string(o, "type")? {
+        None => DtmfKind::Rfc2833,
+        Some(t) => DtmfKind::from_wcs_name(&t)
+            .ok_or_else(|| ApiError::bad_field("type", "type must be RFC2833 or INFO"))?,
+    };
+    let dtmf = Dtmf::new(&digits, kind)
+        .ok_or_else(|| ApiError::bad_field("dtmf", "dtmf must be 1 to 32 of 0-9, *, #, A-D"))?;
+    Ok((call_id, dtmf))
+}
+
+/// An inject_stream body: `{callId, streamName}`.
+pub fn inject_request(o: &Map<String, Value>) -> Result<(String, String), ApiError> {
+    note_unknown_fields(o, &["callId", "streamName"], "inject_stream");
+    Ok((
+        required_string(o, "callId")?,
+        required_string(o, "streamName")?,
+    ))
+}
+
+/// Which live call a push request means: `callId`, or `streamName` (the call's toStream or callId).
+pub fn push_call_name(o: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match optional_string(o, "callId")? {
+        Some(id) => Ok(Some(id)),
+        None => optional_string(o, "streamName"),
+    }
+}
+
+/// Fields push/startup understands.
+pub const PUSH_FIELDS: &[&str] = &["callId", "streamName", "rtmpUrl", "rtmpStream", "muted"];
+
+/// A push/startup body's target: `rtmpUrl` with the stream name as its last path segment
+/// (`rtmp://host/app/key`, as WCS takes it), or `rtmpUrl` plus `rtmpStream`.
+pub fn push_target(o: &Map<String, Value>) -> Result<PushTarget, ApiError> {
+    note_unknown_fields(o, PUSH_FIELDS, "push/startup");
+    let url = required_string(o, "rtmpUrl")?;
+    if !valid_rtmp_url(&url) {
+        return Err(ApiError::bad_field(
+            "rtmpUrl",
+            "rtmpUrl must be rtmp://host[:port]/app/stream or rtmps://...",
+        ));
+    }
+    let (rtmp_url, stream) = match optional_string(o, "rtmpStream")? {
+        Some(stream) => (url, stream),
+        None => {
+            // rtmp://host/app/stream: at least host, app and stream.
+            let after_scheme = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+            let segments = after_scheme.split('/').filter(|s| !s.is_empty()).count();
+            match url.rsplit_once('/') {
+                Some((base, stream)) if segments >= 3 && !stream.is_empty() => {
+                    (base.to_owned(), stream.to_owned())
+                }
+                _ => {
+                    return Err(ApiError::bad_field(
+                        "rtmpStream",
+                        "rtmpStream is required when rtmpUrl does not end in /app/stream",
+                    ))
+                }
+            }
+        }
+    };
+    if stream.contains(char::is_whitespace) {
+        return Err(ApiError::bad_field(
+            "rtmpStream",
+            "rtmpStream must not contain whitespace",
+        ));
+    }
+    Ok(PushTarget {
+        rtmp_url,
+        stream: StreamKey::new(stream),
+        muted: optional_bool(o, "muted")?.unwrap_or(false),
+    })
+}
+
+/// A `mediaSessionId` (push/terminate, mute, unmute).
+pub fn media_session_id(o: &Map<String, Value>, endpoint: &str) -> Result<String, ApiError> {
+    note_unknown_fields(o, &["mediaSessionId"], endpoint);
+    required_string(o, "mediaSessionId")
+}
+
+/// A push target as WCS shows it; the stream key redacted.
+pub fn push_json(p: &PushSnapshot) -> Value {
+    serde_json::json!({
+        "mediaSessionId": p.media_session_id,
+        "callId": p.call_id,
+        "rtmpUrl": p.rtmp_url,
+        "rtmpStream": p.rtmp_stream_redacted,
+        "rtmpStreamStatus": p.rtmp_status.wcs_name(),
+        "muted": p.muted,
+    })
+}
+
+pub fn optional_string(
     o: &Map<String, Value>,
     field: &'static str,
 ) -> Result<Option<String>, ApiError> {
@@ -168,11 +337,7 @@ pub fn start_request(
     o: &Map<String, Value>,
     defaults: &Defaults,
 ) -> Result<StartRequest, ApiError> {
-    for key in o.keys() {
-        if !STARTUP_FIELDS.contains(&key.as_str()) {
-            tracing::debug!(field = key.as_str(), "call/startup: ignoring unknown field");
-        }
-    }
+    note_unknown_fields(o, STARTUP_FIELDS, "call/startup");
     let call_id = required_string(o, "callId")?;
     if call_id.len() > 256 {
         return Err(ApiError::bad_field(
@@ -181,8 +346,20 @@ pub fn start_request(
         ));
     }
     let callee = required_string(o, "callee")?;
-    let rtmp_url = rtmp_url(o)?;
-    let rtmp_stream = rtmp_stream(o)?;
+    let rtmp_url = required_string(o, "rtmpUrl")?;
+    if !valid_rtmp_url(&rtmp_url) {
+        return Err(ApiError::bad_field(
+            "rtmpUrl",
+            "rtmpUrl must be rtmp://host[:port]/app or rtmps://...",
+        ));
+    }
+    let rtmp_stream = required_string(o, "rtmpStream")?;
+    if rtmp_stream.contains(char::is_whitespace) {
+        return Err(ApiError::bad_field(
+            "rtmpStream",
+            "rtmpStream must not contain whitespace",
+        ));
+    }
     let has_audio = optional_bool(o, "hasAudio")?.unwrap_or(true);
     let has_video = optional_bool(o, "hasVideo")?.unwrap_or(false);
     let register = optional_bool(o, "sipRegisterRequired")?.unwrap_or(false);
@@ -305,7 +482,7 @@ pub fn start_request(
         transport: transport.unwrap_or(Transport::Udp),
         registrar_uri,
         rtmp_url,
-        rtmp_stream,
+        rtmp_stream: StreamKey::new(rtmp_stream),
         has_audio,
         has_video,
         app_key: optional_string(o, "appKey")?,
@@ -314,77 +491,66 @@ pub fn start_request(
     })
 }
 
-/// Validates an rtmpUrl (rtmp:// or rtmps:// with a host).
-fn rtmp_url(o: &Map<String, Value>) -> Result<String, ApiError> {
-    let rtmp_url = required_string(o, "rtmpUrl")?;
-    let lower = rtmp_url.to_ascii_lowercase();
-    let after_scheme = lower
-        .strip_prefix("rtmp://")
-        .or_else(|| lower.strip_prefix("rtmps://"));
-    if after_scheme.is_none_or(|rest| rest.split('/').next().unwrap_or_default().is_empty())
-        || rtmp_url.contains(char::is_whitespace)
-    {
-        return Err(ApiError::bad_field(
-            "rtmpUrl",
-            "rtmpUrl must be rtmp://host[:port]/app or rtmps://...",
-        ));
-    }
-    Ok(rtmp_url)
-}
+/// Fields call/find filters on.
+pub const FILTER_FIELDS: &[&str] = &[
+    "callId",
+    "status",
+    "sipStatus",
+    "rtmpStreamStatus",
+    "caller",
+    "callee",
+    "rtmpUrl",
+    "appKey",
+    "toStream",
+];
 
-fn rtmp_stream(o: &Map<String, Value>) -> Result<StreamKey, ApiError> {
-    let stream = required_string(o, "rtmpStream")?;
-    if stream.contains(char::is_whitespace) {
-        return Err(ApiError::bad_field(
-            "rtmpStream",
-            "rtmpStream must not contain whitespace",
-        ));
-    }
-    Ok(StreamKey::new(stream))
-}
-
-/// A push/startup body: `{callId, rtmpUrl, rtmpStream}`.
-pub fn push_request(o: &Map<String, Value>) -> Result<(String, TargetKind), ApiError> {
-    let call_id = required_string(o, "callId")?;
-    Ok((
-        call_id,
-        TargetKind::Rtmp {
-            url: rtmp_url(o)?,
-            stream: rtmp_stream(o)?,
-        },
-    ))
-}
-
-/// A push target's id as the API shows it: `<callId>/<target>`.
-pub fn media_session_id(call_id: &str, target: TargetId) -> String {
-    format!("{call_id}/{target}")
-}
-
-pub fn parse_media_session_id(id: &str) -> Result<(String, TargetId), ApiError> {
-    id.rsplit_once('/')
-        .and_then(|(call, target)| Some((call.to_owned(), target.parse().ok()?)))
-        .ok_or_else(|| {
-            ApiError::bad_field(
-                "mediaSessionId",
-                "mediaSessionId is <callId>/<n> as push/startup answered",
-            )
-        })
-}
-
-/// A call/find body: any of callId, status, callee, rtmpUrl, appKey.
+/// A call/find body: any of [`FILTER_FIELDS`]; each given one must match.
 pub fn call_filter(o: &Map<String, Value>) -> Result<CallFilter, ApiError> {
+    note_unknown_fields(o, FILTER_FIELDS, "call/find");
     let status = optional_string(o, "status")?
         .map(|s| {
             CallStatus::from_wcs_name(&s)
-                .ok_or_else(|| ApiError::bad_field("status", format!("unknown status {s:?}")))
+                .ok_or_else(|| ApiError::bad_field("status", "unknown status"))
         })
         .transpose()?;
+    let rtmp_status = optional_string(o, "rtmpStreamStatus")?
+        .map(|s| {
+            RtmpStatus::from_wcs_name(&s)
+                .ok_or_else(|| ApiError::bad_field("rtmpStreamStatus", "unknown rtmpStreamStatus"))
+        })
+        .transpose()?;
+    let sip_status = match o.get("sipStatus") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| (100..700).contains(n))
+                .ok_or_else(|| ApiError::bad_field("sipStatus", "sipStatus must be 100-699"))?,
+        ),
+        Some(Value::String(s)) => Some(
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (100..700).contains(n))
+                .ok_or_else(|| ApiError::bad_field("sipStatus", "sipStatus must be 100-699"))?,
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "sipStatus",
+                "sipStatus must be a number",
+            ))
+        }
+    };
     Ok(CallFilter {
         call_id: optional_string(o, "callId")?,
         status,
+        sip_status,
+        rtmp_status,
+        caller: optional_string(o, "caller")?,
         callee: optional_string(o, "callee")?,
         rtmp_url: optional_string(o, "rtmpUrl")?,
         app_key: optional_string(o, "appKey")?,
+        to_stream: optional_string(o, "toStream")?,
     })
 }
 

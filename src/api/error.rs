@@ -1,60 +1,116 @@
 //! Every error the API returns, and the one place where domain errors and their fault become HTTP statuses.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::call::command::CommandError;
 use crate::call::{AdmitError, Fault};
-use crate::driver::PushError;
 
-/// An error response: `{"error": "...", "field": "..."}` (field only when one field is at fault).
+/// An error response: `{"error": "...", "field": "..."}` (field null unless one field is at fault).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub field: Option<&'static str>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
-    pub fn bad_field(field: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, message: impl Into<String>, field: Option<&'static str>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
-            field: Some(field),
+            field,
+            challenge: None,
         }
+    }
+
+    /// 401 with a Basic challenge for `realm`.
+    pub fn unauthorized(realm: &str) -> Self {
+        Self {
+            challenge: Some(format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication required (HTTP Basic)",
+                None,
+            )
+        }
+    }
+
+    /// The body is larger than the configured limit: a client error like any other malformed body.
+    pub fn too_large(limit: usize) -> Self {
+        Self::bad_body(format!(
+            "the body is larger than {limit} bytes (http.max_body_bytes)"
+        ))
+    }
+
+    /// No route has this path.
+    pub fn no_such_endpoint() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "no such endpoint", None)
+    }
+
+    /// The route exists, not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed here",
+            None,
+        )
+    }
+
+    /// inject_stream: sipcast has no stream sources yet, so no streamName can name one.
+    pub fn no_such_stream() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no stream with this streamName can be injected (sipcast has no stream sources yet)",
+            Some("streamName"),
+        )
+    }
+
+    pub fn bad_field(field: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message, Some(field))
     }
 
     pub fn bad_body(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            field: None,
-        }
+        Self::new(StatusCode::BAD_REQUEST, message, None)
     }
 
     pub fn not_found(message: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: message.to_owned(),
-            field: None,
-        }
+        Self::new(StatusCode::NOT_FOUND, message, None)
+    }
+
+    /// Not found, naming the field whose value matched nothing.
+    pub fn not_found_field(field: &'static str, message: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message, Some(field))
     }
 
     pub fn not_implemented(field: &'static str, message: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_IMPLEMENTED,
-            message: message.to_owned(),
-            field: Some(field),
-        }
+        Self::new(StatusCode::NOT_IMPLEMENTED, message, Some(field))
     }
 
     /// The driver's queue is full or gone.
     pub fn overloaded() -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "the gateway is overloaded; retry".to_owned(),
-            field: None,
-        }
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is overloaded; retry",
+            None,
+        )
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        let (status, field) = match e {
+            CommandError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, None),
+            CommandError::NoSuchCall => (StatusCode::NOT_FOUND, Some("callId")),
+            CommandError::NotEstablished => (StatusCode::CONFLICT, Some("callId")),
+            CommandError::NoSuchTarget => (StatusCode::NOT_FOUND, Some("mediaSessionId")),
+            CommandError::TargetExists => (StatusCode::CONFLICT, Some("rtmpUrl")),
+            CommandError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
+        };
+        Self::new(status, e.to_string(), field)
     }
 }
 
@@ -74,35 +130,19 @@ impl From<AdmitError> for ApiError {
             AdmitError::DuplicateStream => Some("rtmpStream"),
             AdmitError::AtCapacity(_) | AdmitError::Draining => None,
         };
-        Self {
-            status: status_for(e.fault()),
-            message: e.to_string(),
-            field,
-        }
-    }
-}
-
-impl From<PushError> for ApiError {
-    fn from(e: PushError) -> Self {
-        let status = match e {
-            PushError::NoCall | PushError::NoTarget => StatusCode::NOT_FOUND,
-            PushError::NoMedia | PushError::Duplicate => status_for(Fault::Client),
-            PushError::Media(_) => status_for(Fault::Gateway),
-        };
-        Self {
-            status,
-            message: e.to_string(),
-            field: None,
-        }
+        Self::new(status_for(e.fault()), e.to_string(), field)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({ "error": self.message });
-        if let Some(field) = self.field {
-            body["field"] = serde_json::Value::from(field);
+        let body = serde_json::json!({ "error": self.message, "field": self.field });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
-        (self.status, Json(body)).into_response()
+        response
     }
 }

@@ -1,5 +1,11 @@
 //! Calls as the application sees them: the registry of live and recently ended calls, their WCS statuses,
 //! and the rules that turn SIP and media events into status changes. No I/O here.
+//!
+//! Every status change (status, sipStatus or rtmpStreamStatus) of every call is announced from one place:
+//! [`Registry::admit`] and [`Registry::update`] compare before and after and hand a [`CallEvent`] to the
+//! event sink (the notify room), under the registry's lock, so events leave in the order they happened.
+
+pub mod command;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -76,6 +82,17 @@ impl RtmpStatus {
             Self::ConnectionLost => "RTMP_CONNECTION_LOST",
             Self::ConnectionFailed => "RTMP_CONNECTION_FAILED",
         }
+    }
+
+    pub fn from_wcs_name(name: &str) -> Option<Self> {
+        [
+            Self::Wait,
+            Self::Active,
+            Self::ConnectionLost,
+            Self::ConnectionFailed,
+        ]
+        .into_iter()
+        .find(|s| s.wcs_name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -165,6 +182,11 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// What a status event reports a change of.
+    fn watched(&self) -> (CallStatus, Option<u16>, RtmpStatus) {
+        (self.status, self.sip_status, self.rtmp_status)
+    }
+
     fn new(leg: LegId, request: StartRequest, now: Instant) -> Self {
         Self {
             leg,
@@ -279,6 +301,7 @@ pub enum SipFollowUp {
 /// What `find` and `find_all` show of a call. Secrets already redacted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallSnapshot {
+    pub leg: LegId,
     pub call_id: String,
     pub status: CallStatus,
     pub sip_status: Option<u16>,
@@ -300,16 +323,67 @@ pub struct CallSnapshot {
 pub struct CallFilter {
     pub call_id: Option<String>,
     pub status: Option<CallStatus>,
+    pub sip_status: Option<u16>,
+    pub rtmp_status: Option<RtmpStatus>,
+    pub caller: Option<String>,
     pub callee: Option<String>,
     pub rtmp_url: Option<String>,
     pub app_key: Option<String>,
+    pub to_stream: Option<String>,
 }
+
+impl CallFilter {
+    fn matches(&self, c: &CallRecord) -> bool {
+        let r = &c.request;
+        self.call_id.as_ref().is_none_or(|v| *v == r.call_id)
+            && self.status.is_none_or(|v| v == c.status)
+            && self.sip_status.is_none_or(|v| Some(v) == c.sip_status)
+            && self.rtmp_status.is_none_or(|v| v == c.rtmp_status)
+            && self.caller.as_ref().is_none_or(|v| *v == r.sip_login)
+            && self.callee.as_ref().is_none_or(|v| *v == r.callee)
+            && self.rtmp_url.as_ref().is_none_or(|v| *v == r.rtmp_url)
+            && self
+                .app_key
+                .as_ref()
+                .is_none_or(|v| Some(v) == r.app_key.as_ref())
+            && self
+                .to_stream
+                .as_ref()
+                .is_none_or(|v| Some(v) == r.to_stream.as_ref())
+    }
+}
+
+/// One status change of one call: the call as it is right after the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Increases by one per event, across all calls.
+    pub sequence: u64,
+    pub call: CallSnapshot,
+}
+
+/// Where status changes go. Called under the registry's lock: it must not block (the notify room's
+/// sink only tries to enqueue, and counts what it cannot).
+pub type EventSink = Box<dyn Fn(CallEvent) + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
     calls: HashMap<LegId, CallRecord>,
     next_leg: LegId,
+    next_event: u64,
     draining: bool,
+}
+
+impl Inner {
+    fn announce(&mut self, sink: Option<&EventSink>, leg: LegId) {
+        let (Some(sink), Some(call)) = (sink, self.calls.get(&leg)) else {
+            return;
+        };
+        self.next_event += 1;
+        sink(CallEvent {
+            sequence: self.next_event,
+            call: snapshot(call),
+        });
+    }
 }
 
 /// All calls, shared by the API (admission, find) and the driver (status changes).
@@ -317,6 +391,7 @@ pub struct Registry {
     max_calls: usize,
     keep_finished: Duration,
     inner: Mutex<Inner>,
+    events: Option<EventSink>,
 }
 
 impl Registry {
@@ -325,6 +400,15 @@ impl Registry {
             max_calls,
             keep_finished,
             inner: Mutex::new(Inner::default()),
+            events: None,
+        }
+    }
+
+    /// A registry that announces every status change to `sink`.
+    pub fn with_events(max_calls: usize, keep_finished: Duration, sink: EventSink) -> Self {
+        Self {
+            events: Some(sink),
+            ..Self::new(max_calls, keep_finished)
         }
     }
 
@@ -364,6 +448,7 @@ impl Registry {
         inner.next_leg += 1;
         let leg = inner.next_leg;
         inner.calls.insert(leg, CallRecord::new(leg, request, now));
+        inner.announce(self.events.as_ref(), leg);
         Ok(leg)
     }
 
@@ -381,9 +466,26 @@ impl Registry {
             .map(|c| c.leg)
     }
 
-    /// Runs `f` on a call's record.
+    /// The live call whose callId or toStream is `name` (push/startup's `streamName`).
+    pub fn live_leg_by_stream_name(&self, name: &str) -> Option<LegId> {
+        let inner = self.lock();
+        let live = || inner.calls.values().filter(|c| !c.status.is_final());
+        live()
+            .find(|c| c.request.call_id == name)
+            .or_else(|| live().find(|c| c.request.to_stream.as_deref() == Some(name)))
+            .map(|c| c.leg)
+    }
+
+    /// Runs `f` on a call's record; a change of status, sipStatus or rtmpStreamStatus is announced.
     pub fn update<R>(&self, leg: LegId, f: impl FnOnce(&mut CallRecord) -> R) -> Option<R> {
-        self.lock().calls.get_mut(&leg).map(f)
+        let mut inner = self.lock();
+        let record = inner.calls.get_mut(&leg)?;
+        let before = record.watched();
+        let result = f(record);
+        if record.watched() != before {
+            inner.announce(self.events.as_ref(), leg);
+        }
+        Some(result)
     }
 
     pub fn get(&self, leg: LegId) -> Option<CallRecord> {
@@ -392,35 +494,8 @@ impl Registry {
 
     pub fn find(&self, filter: &CallFilter) -> Vec<CallSnapshot> {
         let inner = self.lock();
-        let mut found: Vec<&CallRecord> = inner
-            .calls
-            .values()
-            .filter(|c| {
-                filter
-                    .call_id
-                    .as_ref()
-                    .is_none_or(|v| *v == c.request.call_id)
-            })
-            .filter(|c| filter.status.is_none_or(|v| v == c.status))
-            .filter(|c| {
-                filter
-                    .callee
-                    .as_ref()
-                    .is_none_or(|v| *v == c.request.callee)
-            })
-            .filter(|c| {
-                filter
-                    .rtmp_url
-                    .as_ref()
-                    .is_none_or(|v| *v == c.request.rtmp_url)
-            })
-            .filter(|c| {
-                filter
-                    .app_key
-                    .as_ref()
-                    .is_none_or(|v| Some(v) == c.request.app_key.as_ref())
-            })
-            .collect();
+        let mut found: Vec<&CallRecord> =
+            inner.calls.values().filter(|c| filter.matches(c)).collect();
         found.sort_by_key(|c| c.leg);
         found.into_iter().map(snapshot).collect()
     }
@@ -461,6 +536,7 @@ impl Registry {
 
 fn snapshot(c: &CallRecord) -> CallSnapshot {
     CallSnapshot {
+        leg: c.leg,
         call_id: c.request.call_id.clone(),
         status: c.status,
         sip_status: c.sip_status,
@@ -637,6 +713,108 @@ pub(crate) mod tests {
         let text = format!("{snap:?}");
         assert!(!text.contains("supersecretkey"), "{text}");
         assert_eq!(snap.rtmp_stream_redacted, "supe...");
+    }
+
+    #[test]
+    fn every_status_change_is_announced_once_and_in_order() {
+        use std::sync::Arc;
+        let seen: Arc<Mutex<Vec<CallEvent>>> = Arc::default();
+        let sink_seen = seen.clone();
+        let reg = Registry::with_events(
+            10,
+            Duration::from_secs(30),
+            Box::new(move |e| sink_seen.lock().unwrap().push(e)),
+        );
+        let now = Instant::now();
+        let leg = reg.admit(request("a", "secret-key-x"), now).unwrap();
+        reg.update(leg, |c| c.hangup_requested = false); // no change, no event
+        reg.update(leg, |c| {
+            c.on_sip_event(&SipEvent::Progress { leg, code: 180 }, now)
+        });
+        reg.update(leg, |c| {
+            c.on_sip_event(
+                &SipEvent::Answered {
+                    leg,
+                    code: 200,
+                    sdp: Vec::new(),
+                },
+                now,
+            )
+        });
+        reg.update(leg, |c| c.rtmp_status = RtmpStatus::Active);
+        reg.update(leg, |c| c.reason = Some("only the reason".into())); // not a status
+        reg.update(leg, |c| {
+            c.on_sip_event(
+                &SipEvent::Ended {
+                    leg,
+                    reason: EndReason::RemoteBye,
+                },
+                now,
+            )
+        });
+        let seen = seen.lock().unwrap();
+        let got: Vec<(u64, &str, Option<u16>, &str)> = seen
+            .iter()
+            .map(|e| {
+                (
+                    e.sequence,
+                    e.call.status.wcs_name(),
+                    e.call.sip_status,
+                    e.call.rtmp_status.wcs_name(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "TRYING", None, "RTMP_STREAM_WAIT"),
+                (2, "RING", Some(180), "RTMP_STREAM_WAIT"),
+                (3, "ESTABLISHED", Some(200), "RTMP_STREAM_WAIT"),
+                (4, "ESTABLISHED", Some(200), "RTMP_STREAM_ACTIVE"),
+                (5, "FINISH", Some(200), "RTMP_STREAM_ACTIVE"),
+            ]
+        );
+        assert!(!format!("{seen:?}").contains("secret-key-x"));
+    }
+
+    #[test]
+    fn find_filters_on_every_field() {
+        let reg = Registry::new(10, Duration::from_secs(30));
+        let now = Instant::now();
+        let mut r = request("a", "ka");
+        r.app_key = Some("app".into());
+        r.to_stream = Some("out".into());
+        let a = reg.admit(r, now).unwrap();
+        reg.admit(request("b", "kb"), now).unwrap();
+        reg.update(a, |c| c.rtmp_status = RtmpStatus::Active);
+        let count = |f: CallFilter| reg.find(&f).len();
+        assert_eq!(count(CallFilter::default()), 2);
+        assert_eq!(
+            count(CallFilter {
+                rtmp_status: Some(RtmpStatus::Active),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            count(CallFilter {
+                to_stream: Some("out".into()),
+                app_key: Some("app".into()),
+                caller: Some("gw".into()),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            count(CallFilter {
+                sip_status: Some(200),
+                ..Default::default()
+            }),
+            0
+        );
+        assert_eq!(reg.live_leg_by_stream_name("out"), Some(a));
+        assert_eq!(reg.live_leg_by_stream_name("a"), Some(a));
+        assert_eq!(reg.live_leg_by_stream_name("zzz"), None);
     }
 
     #[test]

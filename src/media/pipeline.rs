@@ -649,6 +649,15 @@ impl CallPipeline {
         Ok(id)
     }
 
+    /// The targets that are not closed: id, destination, status.
+    pub fn targets(&self) -> Vec<(TargetId, &TargetKind, RtmpStatus)> {
+        self.outputs
+            .iter()
+            .filter(|o| !o.is_closed())
+            .map(|o| (o.id, &o.kind, o.status))
+            .collect()
+    }
+
     /// True when a target that is not closed already goes to this destination.
     pub fn has_target(&self, kind: &TargetKind) -> bool {
         self.outputs

@@ -118,6 +118,11 @@ impl Gateway {
         self.http.port()
     }
 
+    /// `http://127.0.0.1:PORT` of the REST API and console.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
     /// Everything the gateway logged so far.
     pub fn log(&self) -> String {
         self.process.log()

@@ -8,6 +8,7 @@ pub mod calls;
 pub mod gateway;
 pub mod peers;
 pub mod probe;
+pub mod receiver;
 
 use std::collections::HashSet;
 use std::net::{TcpListener, UdpSocket};
