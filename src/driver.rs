@@ -314,8 +314,13 @@ impl Driver {
             } => {
                 let _ = reply.send(self.push_stop(&media_session_id));
             }
-            // Per-target mute needs a silenced branch per target; the FLV is shared today.
-            Command::PushMute { reply, .. } => not_yet(reply, "push/mute"),
+            Command::PushMute {
+                media_session_id,
+                muted,
+                reply,
+            } => {
+                let _ = reply.send(self.push_mute(&media_session_id, muted));
+            }
         }
     }
 
@@ -726,9 +731,6 @@ impl Driver {
     }
 
     fn push_start(&mut self, leg: LegId, target: PushTarget) -> Result<PushSnapshot, CommandError> {
-        if target.muted {
-            return Err(CommandError::NotSupported("starting a push target muted"));
-        }
         let call_id = self
             .registry
             .get(leg)
@@ -753,6 +755,9 @@ impl Driver {
             tracing::warn!(call_id, "push target could not be built: {e}");
             CommandError::Unavailable
         })?;
+        if target.muted {
+            let _ = pipeline.set_muted(id, true);
+        }
         tracing::info!(
             call_id,
             target = id,
@@ -765,7 +770,7 @@ impl Driver {
             rtmp_url: target.rtmp_url,
             rtmp_stream_redacted: target.stream.redacted(),
             rtmp_status: RtmpStatus::Wait,
-            muted: false,
+            muted: target.muted,
         })
     }
 
@@ -780,7 +785,7 @@ impl Driver {
             else {
                 continue;
             };
-            for (id, kind, status) in pipeline.targets() {
+            for (id, kind, status, muted) in pipeline.targets() {
                 let TargetKind::Rtmp { url, stream } = kind else {
                     continue;
                 };
@@ -800,7 +805,7 @@ impl Driver {
                     rtmp_url: url.clone(),
                     rtmp_stream_redacted: stream.redacted(),
                     rtmp_status: status,
-                    muted: false,
+                    muted,
                 });
             }
         }
@@ -808,11 +813,14 @@ impl Driver {
         found
     }
 
-    fn push_stop(&mut self, media_session_id: &str) -> Result<(), CommandError> {
+    /// The live call and target a mediaSessionId names (not the call's own target).
+    fn push_target(
+        &mut self,
+        media_session_id: &str,
+    ) -> Result<(&mut CallPipeline, TargetId), CommandError> {
         let (call_id, target) =
             parse_media_session_id(media_session_id).ok_or(CommandError::NoSuchTarget)?;
         if target == PRIMARY_TARGET {
-            // The call's own rtmpUrl ends with the call (call/terminate).
             return Err(CommandError::NoSuchTarget);
         }
         let leg = self
@@ -824,10 +832,25 @@ impl Driver {
             .get_mut(&leg)
             .and_then(|s| s.pipeline.as_mut())
             .ok_or(CommandError::NoSuchTarget)?;
+        Ok((pipeline, target))
+    }
+
+    fn push_mute(&mut self, media_session_id: &str, muted: bool) -> Result<(), CommandError> {
+        let (pipeline, target) = self.push_target(media_session_id)?;
+        pipeline
+            .set_muted(target, muted)
+            .map_err(|_| CommandError::NoSuchTarget)?;
+        tracing::info!(media_session_id, muted, "push target muted");
+        Ok(())
+    }
+
+    fn push_stop(&mut self, media_session_id: &str) -> Result<(), CommandError> {
+        // The call's own rtmpUrl ends with the call (call/terminate), not here.
+        let (pipeline, target) = self.push_target(media_session_id)?;
         pipeline
             .remove_target(target)
             .map_err(|_| CommandError::NoSuchTarget)?;
-        tracing::info!(call_id, target, "target removed");
+        tracing::info!(media_session_id, "target removed");
         Ok(())
     }
 
@@ -1060,10 +1083,6 @@ fn media_session_id(call_id: &str, target: TargetId) -> String {
 fn parse_media_session_id(id: &str) -> Option<(String, TargetId)> {
     let (call, target) = id.rsplit_once('/')?;
     Some((call.to_owned(), target.parse().ok()?))
-}
-
-fn not_yet<T>(reply: Reply<T>, what: &'static str) {
-    let _ = reply.send(Err(CommandError::NotSupported(what)));
 }
 
 fn finish_now(c: &mut crate::call::CallRecord, status: CallStatus, reason: &str) {

@@ -112,6 +112,8 @@ pub struct Feed {
     /// Drop delta frames until a keyframe, so a (re)started target starts clean.
     pub awaiting_keyframe: AtomicBool,
     pub bytes: Arc<AtomicU64>,
+    /// While set, the target gets silence instead of the call's audio (push/mute).
+    pub muted: Arc<AtomicBool>,
 }
 
 /// One target's state, owned by the driver through its call's pipeline.
@@ -136,6 +138,7 @@ pub struct Output {
     bytes_sent_before: u64,
     next_probe_at: Option<Instant>,
     pub probe_in_flight: bool,
+    muted: Arc<AtomicBool>,
     ever_active: bool,
     backoff: Backoff,
 }
@@ -159,9 +162,19 @@ impl Output {
             bytes_sent_before: 0,
             next_probe_at: None,
             probe_in_flight: false,
+            muted: Arc::new(AtomicBool::new(false)),
             ever_active: false,
             backoff: settings.backoff.clone(),
         }
+    }
+
+    pub fn is_muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
+    /// Silence instead of the call's audio for this target, from the next buffer on (rebuilds keep it).
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
     }
 
     pub fn is_rtmp(&self) -> bool {
@@ -297,6 +310,7 @@ impl Output {
             appsrc,
             headers_as_data: matches!(self.kind, TargetKind::File { .. }),
             awaiting_keyframe: AtomicBool::new(true),
+            muted: self.muted.clone(),
             bytes: self.bytes_fed.clone(),
         })
     }

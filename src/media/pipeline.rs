@@ -138,11 +138,16 @@ impl FanOut {
                     feed.awaiting_keyframe.store(false, Ordering::Relaxed);
                 }
             }
-            feed.bytes
-                .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+            let out = if feed.muted.load(Ordering::Relaxed) {
+                silenced(&buffer)
+            } else {
+                None
+            };
+            let out = out.unwrap_or_else(|| buffer.clone());
+            feed.bytes.fetch_add(out.size() as u64, Ordering::Relaxed);
             // Never blocks: a full appsrc drops its oldest data (leaky-type=downstream), so a stalled
             // target costs the others nothing.
-            let _ = feed.appsrc.push_buffer(buffer.clone());
+            let _ = feed.appsrc.push_buffer(out);
         }
     }
 
@@ -152,6 +157,56 @@ impl FanOut {
             let _ = feed.appsrc.end_of_stream();
         }
     }
+}
+
+/// One raw AAC-LC frame of silence for one channel (a single zeroed SCE and END), decodable with the
+/// stream's AudioSpecificConfig for mono at any sampling rate.
+const SILENT_AAC_MONO: [u8; 6] = [0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c];
+
+/// A copy of an FLV audio tag (E.4.1 of the FLV spec: 11-byte header, data, 4-byte PreviousTagSize) whose
+/// sound is replaced by silence: a silent frame for AAC raw data, silence bytes for G.711. `None` for
+/// anything else (video, script data, the AAC sequence header, other codecs), which passes unchanged.
+fn silenced(buffer: &gst::Buffer) -> Option<gst::Buffer> {
+    let map = buffer.map_readable().ok()?;
+    let tag = map.as_slice();
+    if tag.len() < 11 + 2 + 4 || tag[0] & 0x1f != 8 {
+        return None;
+    }
+    let data = &tag[11..tag.len() - 4];
+    let sound_format = data[0] >> 4;
+    let payload: Vec<u8> = match sound_format {
+        // The call templates encode mono AAC (the FLV stereo flag is not reliable for AAC, E.4.2.1).
+        10 if data[1] == 1 => {
+            let mut p = vec![data[0], 1];
+            p.extend_from_slice(&SILENT_AAC_MONO);
+            p
+        }
+        // G.711 A-law (7) and mu-law (8): the silence byte, as many samples as before.
+        7 => std::iter::once(data[0])
+            .chain(std::iter::repeat_n(0xd5, data.len() - 1))
+            .collect(),
+        8 => std::iter::once(data[0])
+            .chain(std::iter::repeat_n(0xff, data.len() - 1))
+            .collect(),
+        _ => return None,
+    };
+    let size = payload.len();
+    let mut out = Vec::with_capacity(11 + size + 4);
+    out.push(tag[0]);
+    out.extend_from_slice(&(size as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&tag[4..11]);
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&((11 + size) as u32).to_be_bytes());
+    let mut silent = gst::Buffer::from_mut_slice(out);
+    {
+        let silent = silent.get_mut().expect("a new buffer is writable");
+        let _ = buffer.copy_into(
+            silent,
+            gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS,
+            ..,
+        );
+    }
+    Some(silent)
 }
 
 fn stream_headers(caps: &gst::CapsRef) -> Vec<gst::Buffer> {
@@ -650,12 +705,23 @@ impl CallPipeline {
     }
 
     /// The targets that are not closed: id, destination, status.
-    pub fn targets(&self) -> Vec<(TargetId, &TargetKind, RtmpStatus)> {
+    pub fn targets(&self) -> Vec<(TargetId, &TargetKind, RtmpStatus, bool)> {
         self.outputs
             .iter()
             .filter(|o| !o.is_closed())
-            .map(|o| (o.id, &o.kind, o.status))
+            .map(|o| (o.id, &o.kind, o.status, o.is_muted()))
             .collect()
+    }
+
+    /// Mutes or unmutes a target (silence instead of the call's audio).
+    pub fn set_muted(&mut self, id: TargetId, muted: bool) -> Result<(), MediaError> {
+        let output = self
+            .outputs
+            .iter()
+            .find(|o| o.id == id && !o.is_closed())
+            .ok_or(MediaError::NoTarget(id))?;
+        output.set_muted(muted);
+        Ok(())
     }
 
     /// True when a target that is not closed already goes to this destination.
@@ -915,5 +981,51 @@ fn end_in_background(pipeline: gst::Pipeline, eos: Option<Duration>) {
         });
     if let Err(e) = spawned {
         tracing::error!("cannot spawn a thread to stop a target: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An FLV tag as flvmux writes it: header, data, PreviousTagSize.
+    fn tag(kind: u8, data: &[u8]) -> gst::Buffer {
+        let mut t = vec![kind];
+        t.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        t.extend_from_slice(&[0, 0, 40, 0, 0, 0, 0]);
+        t.extend_from_slice(data);
+        t.extend_from_slice(&((11 + data.len()) as u32).to_be_bytes());
+        gst::Buffer::from_mut_slice(t)
+    }
+
+    fn bytes(b: &gst::Buffer) -> Vec<u8> {
+        b.map_readable().unwrap().as_slice().to_vec()
+    }
+
+    #[test]
+    fn aac_audio_tags_become_a_silent_frame_with_sizes_rewritten() {
+        gst::init().unwrap();
+        let loud = tag(8, &[0xae, 1, 0xde, 0xad, 0xbe, 0xef, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        let quiet = bytes(&silenced(&loud).expect("AAC raw data is silenced"));
+        let data_size = 2 + SILENT_AAC_MONO.len();
+        assert_eq!(quiet.len(), 11 + data_size + 4);
+        assert_eq!(&quiet[1..4], &(data_size as u32).to_be_bytes()[1..], "DataSize");
+        assert_eq!(&quiet[4..11], &[0, 0, 40, 0, 0, 0, 0], "timestamp and stream id kept");
+        assert_eq!(&quiet[11..13], &[0xae, 1]);
+        assert_eq!(&quiet[13..13 + SILENT_AAC_MONO.len()], &SILENT_AAC_MONO);
+        assert_eq!(&quiet[quiet.len() - 4..], &((11 + data_size) as u32).to_be_bytes(), "PreviousTagSize");
+    }
+
+    #[test]
+    fn g711_is_silenced_in_place_and_other_tags_pass() {
+        gst::init().unwrap();
+        let mulaw = tag(8, &[0x82, 1, 2, 3, 4]);
+        assert_eq!(&bytes(&silenced(&mulaw).unwrap())[11..16], &[0x82, 0xff, 0xff, 0xff, 0xff]);
+        let alaw = tag(8, &[0x72, 1, 2]);
+        assert_eq!(&bytes(&silenced(&alaw).unwrap())[11..14], &[0x72, 0xd5, 0xd5]);
+        assert!(silenced(&tag(9, &[0x17, 1, 0, 0, 0])).is_none(), "video passes");
+        assert!(silenced(&tag(8, &[0xae, 0, 0x12, 0x08])).is_none(), "the AAC sequence header passes");
+        assert!(silenced(&tag(18, &[2, 0, 10])).is_none(), "script data passes");
+        assert!(silenced(&gst::Buffer::from_slice([8u8, 0, 0])).is_none(), "a short buffer passes");
     }
 }
