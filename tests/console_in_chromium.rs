@@ -75,16 +75,23 @@ fn the_console_drives_a_call_in_chromium() {
     assert!(!stored.contains(password), "{stored}");
     assert_eq!(result["restored"]["callee"], "browser");
     assert_eq!(result["restored"]["sipPassword"], "");
-    // The digit reached the gateway, which routed it to the driver (sending lands with issue #4).
+    // The digit went from the keypad through the gateway to baresip (RFC 4733 on the generated audio).
     let dtmf = result["dtmfResult"].as_str().unwrap_or_default();
-    assert!(dtmf.contains("DTMF 5 (RFC2833) to call-console"), "{dtmf}");
-    assert!(dtmf.contains("501"), "{dtmf}");
     assert!(
-        gateway.log().contains("DTMF not sent: not supported yet"),
-        "the driver got the digit"
+        dtmf.contains("DTMF 5 (RFC2833) to call-console: OK"),
+        "{dtmf}"
     );
+    assert!(
+        callee.received_digits().contains('5'),
+        "baresip got the digit: {:?}",
+        callee.received_dtmf()
+    );
+    // The push target was added to the live call.
     let push = result["pushResult"].as_str().unwrap_or_default();
-    assert!(push.contains("501"), "{push}");
+    assert!(
+        push.contains("push/startup: OK") && push.contains("mediaSessionId call-console/2"),
+        "{push}"
+    );
     assert_eq!(result["consoleErrors"], serde_json::json!([]), "{result}");
 
     // The call really happened and ended.

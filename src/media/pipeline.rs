@@ -1005,27 +1005,62 @@ mod tests {
     #[test]
     fn aac_audio_tags_become_a_silent_frame_with_sizes_rewritten() {
         gst::init().unwrap();
-        let loud = tag(8, &[0xae, 1, 0xde, 0xad, 0xbe, 0xef, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        let loud = tag(
+            8,
+            &[
+                0xae, 1, 0xde, 0xad, 0xbe, 0xef, 0x11, 0x22, 0x33, 0x44, 0x55,
+            ],
+        );
         let quiet = bytes(&silenced(&loud).expect("AAC raw data is silenced"));
         let data_size = 2 + SILENT_AAC_MONO.len();
         assert_eq!(quiet.len(), 11 + data_size + 4);
-        assert_eq!(&quiet[1..4], &(data_size as u32).to_be_bytes()[1..], "DataSize");
-        assert_eq!(&quiet[4..11], &[0, 0, 40, 0, 0, 0, 0], "timestamp and stream id kept");
+        assert_eq!(
+            &quiet[1..4],
+            &(data_size as u32).to_be_bytes()[1..],
+            "DataSize"
+        );
+        assert_eq!(
+            &quiet[4..11],
+            &[0, 0, 40, 0, 0, 0, 0],
+            "timestamp and stream id kept"
+        );
         assert_eq!(&quiet[11..13], &[0xae, 1]);
         assert_eq!(&quiet[13..13 + SILENT_AAC_MONO.len()], &SILENT_AAC_MONO);
-        assert_eq!(&quiet[quiet.len() - 4..], &((11 + data_size) as u32).to_be_bytes(), "PreviousTagSize");
+        assert_eq!(
+            &quiet[quiet.len() - 4..],
+            &((11 + data_size) as u32).to_be_bytes(),
+            "PreviousTagSize"
+        );
     }
 
     #[test]
     fn g711_is_silenced_in_place_and_other_tags_pass() {
         gst::init().unwrap();
         let mulaw = tag(8, &[0x82, 1, 2, 3, 4]);
-        assert_eq!(&bytes(&silenced(&mulaw).unwrap())[11..16], &[0x82, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            &bytes(&silenced(&mulaw).unwrap())[11..16],
+            &[0x82, 0xff, 0xff, 0xff, 0xff]
+        );
         let alaw = tag(8, &[0x72, 1, 2]);
-        assert_eq!(&bytes(&silenced(&alaw).unwrap())[11..14], &[0x72, 0xd5, 0xd5]);
-        assert!(silenced(&tag(9, &[0x17, 1, 0, 0, 0])).is_none(), "video passes");
-        assert!(silenced(&tag(8, &[0xae, 0, 0x12, 0x08])).is_none(), "the AAC sequence header passes");
-        assert!(silenced(&tag(18, &[2, 0, 10])).is_none(), "script data passes");
-        assert!(silenced(&gst::Buffer::from_slice([8u8, 0, 0])).is_none(), "a short buffer passes");
+        assert_eq!(
+            &bytes(&silenced(&alaw).unwrap())[11..14],
+            &[0x72, 0xd5, 0xd5]
+        );
+        assert!(
+            silenced(&tag(9, &[0x17, 1, 0, 0, 0])).is_none(),
+            "video passes"
+        );
+        assert!(
+            silenced(&tag(8, &[0xae, 0, 0x12, 0x08])).is_none(),
+            "the AAC sequence header passes"
+        );
+        assert!(
+            silenced(&tag(18, &[2, 0, 10])).is_none(),
+            "script data passes"
+        );
+        assert!(
+            silenced(&gst::Buffer::from_slice([8u8, 0, 0])).is_none(),
+            "a short buffer passes"
+        );
     }
 }

@@ -66,7 +66,7 @@ try {
   await dtmf.filter({ hasText: "DTMF 5" }).waitFor(wait);
   const dtmfResult = await dtmf.textContent();
 
-  // A push target (answered by the gateway; not supported yet).
+  // A push target: a second stream of the live call.
   await page.selectOption("#push-call", callId);
   await page.fill("#push-url", env("RTMP_URL") + "/console-second");
   await page.click("#push-add");
