@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::calls::{start_streaming, startup, terminate};
+use common::calls::{assert_codecs, finished_recording, start_streaming, startup, terminate};
 use common::gateway::Gateway;
 use common::peers::{Baresip, BaresipOptions, Nginx};
 use common::probe;
 
-fn record_with_template(template: &str, stream: &str) -> probe::ProbeInfo {
+fn record_with_template(template: &str, stream: &str) -> std::path::PathBuf {
     let nginx = Nginx::start();
     let callee = Baresip::start(BaresipOptions::new("tone"));
     let gateway = Gateway::start_with(&format!("[media]\naudio_g711_template = \"{template}\"\n"));
@@ -21,31 +21,23 @@ fn record_with_template(template: &str, stream: &str) -> probe::ProbeInfo {
     );
     std::thread::sleep(Duration::from_secs(4));
     terminate(&gateway, "c");
-    assert!(common::wait_until(Duration::from_secs(10), || !nginx.is_publishing(stream)));
-    let recordings = nginx.recordings(stream);
-    assert_eq!(recordings.len(), 1, "{recordings:?}");
-    assert!(probe::audio_duration(&recordings[0]) > 3.0);
-    probe::ffprobe(&recordings[0])
+    let recording = finished_recording(&nginx, stream);
+    assert!(probe::audio_duration(&recording) > 3.0);
+    recording
 }
 
 #[test]
 fn black_video_adds_a_video_track_to_an_audio_call() {
-    let info = record_with_template("audio-g711-aac-black-video.pipeline", "black-video");
-    assert_eq!(
-        info.video().map(|v| v.codec_name.as_str()),
-        Some("h264"),
-        "{info:?}"
-    );
-    assert_eq!(
-        info.audio().map(|a| a.codec_name.as_str()),
-        Some("aac"),
-        "{info:?}"
-    );
+    let recording = record_with_template("audio-g711-aac-black-video.pipeline", "black-video");
+    assert_codecs(&recording, Some("h264"), Some("aac"));
 }
 
 #[test]
 fn g711_passthrough_keeps_the_codec() {
-    let info = record_with_template("audio-g711-passthrough.pipeline", "passthrough");
+    let info = probe::ffprobe(&record_with_template(
+        "audio-g711-passthrough.pipeline",
+        "passthrough",
+    ));
     let audio = info.audio().expect("audio track");
     assert!(
         ["pcm_mulaw", "pcm_alaw"].contains(&audio.codec_name.as_str()),

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::calls::{start_streaming, startup, terminate};
+use common::calls::{assert_codecs, finished_recording, start_streaming, startup, terminate};
 use common::gateway::Gateway;
 use common::peers::{Baresip, BaresipOptions, Nginx, VideoCodec, VideoSource};
 use common::probe;
@@ -57,26 +57,13 @@ fn h264_call_records_h264_and_aac_from_a_keyframe() {
         "video RTP arrived: {call}"
     );
 
-    assert!(common::wait_until(Duration::from_secs(10), || !nginx
-        .is_publishing("h264-stream")));
-    let recordings = nginx.recordings("h264-stream");
-    assert_eq!(recordings.len(), 1, "{recordings:?}");
-    let info = probe::ffprobe(&recordings[0]);
-    assert_eq!(
-        info.video().map(|v| v.codec_name.as_str()),
-        Some("h264"),
-        "{info:?}"
-    );
-    assert_eq!(
-        info.audio().map(|a| a.codec_name.as_str()),
-        Some("aac"),
-        "{info:?}"
-    );
+    let recording = finished_recording(&nginx, "h264-stream");
+    assert_codecs(&recording, Some("h264"), Some("aac"));
     assert!(
-        probe::first_video_frame_is_keyframe(&recordings[0]),
+        probe::first_video_frame_is_keyframe(&recording),
         "the stream starts on a keyframe"
     );
-    let span = video_span(&recordings[0]);
+    let span = video_span(&recording);
     eprintln!("video spans {span:.2} s of {call_time:.2} s established");
     assert!(
         span >= 0.85 * call_time,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::calls::{start_streaming, startup, terminate};
+use common::calls::{assert_codecs, finished_recording, start_streaming, startup, terminate};
 use common::gateway::Gateway;
 use common::peers::{Baresip, BaresipOptions, Nginx, VideoCodec, VideoSource};
 use common::probe;
@@ -23,20 +23,7 @@ fn vp8_call_records_transcoded_h264() {
     start_streaming(&gateway, &body);
     std::thread::sleep(Duration::from_secs(6));
     terminate(&gateway, "v8");
-    assert!(common::wait_until(Duration::from_secs(10), || !nginx
-        .is_publishing("vp8-stream")));
-    let recordings = nginx.recordings("vp8-stream");
-    assert_eq!(recordings.len(), 1, "{recordings:?}");
-    let info = probe::ffprobe(&recordings[0]);
-    assert_eq!(
-        info.video().map(|v| v.codec_name.as_str()),
-        Some("h264"),
-        "{info:?}"
-    );
-    assert_eq!(
-        info.audio().map(|a| a.codec_name.as_str()),
-        Some("aac"),
-        "{info:?}"
-    );
-    assert!(probe::first_video_frame_is_keyframe(&recordings[0]));
+    let recording = finished_recording(&nginx, "vp8-stream");
+    assert_codecs(&recording, Some("h264"), Some("aac"));
+    assert!(probe::first_video_frame_is_keyframe(&recording));
 }

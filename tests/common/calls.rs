@@ -68,3 +68,33 @@ pub fn first_audio_pts(path: &std::path::Path) -> f64 {
         .and_then(|l| l.trim().trim_end_matches(',').parse().ok())
         .unwrap_or(-1.0)
 }
+
+/// Waits until nginx has seen `stream`'s publisher go (the FLV is complete) and returns its one recording.
+pub fn finished_recording(nginx: &super::peers::Nginx, stream: &str) -> std::path::PathBuf {
+    assert!(
+        super::wait_until(Duration::from_secs(10), || !nginx.is_publishing(stream)),
+        "{stream} never stopped publishing"
+    );
+    let recordings = nginx.recordings(stream);
+    assert_eq!(
+        recordings.len(),
+        1,
+        "one recording of {stream}: {recordings:?}"
+    );
+    recordings.into_iter().next().expect("one recording")
+}
+
+/// Asserts the codec of a recording's video and audio tracks (`None`: no such track).
+pub fn assert_codecs(path: &std::path::Path, video: Option<&str>, audio: Option<&str>) {
+    let info = super::probe::ffprobe(path);
+    assert_eq!(
+        info.video().map(|v| v.codec_name.as_str()),
+        video,
+        "video of {path:?}: {info:?}"
+    );
+    assert_eq!(
+        info.audio().map(|a| a.codec_name.as_str()),
+        audio,
+        "audio of {path:?}: {info:?}"
+    );
+}
