@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
         address: "192.0.2.1".parse().unwrap(),
         audio_port: 20000,
         audio_direction: Direction::SendRecv,
+        // With video, so re-offers with video m-lines are answered too.
+        video_port: Some(20002),
+        video_direction: Direction::SendRecv,
         session_id: 1,
     };
     let _ = sdp::answer_reoffer(&local, 2, data, Some(AudioCodec::Pcmu));
