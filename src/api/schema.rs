@@ -76,6 +76,8 @@ pub struct StartupBody {
     /// Selects the status webhook (webhooks.apps in the config).
     pub app_key: Option<String>,
     pub to_stream: Option<String>,
+    /// Also record the call to an FLV file in `recording.dir`, whatever happens to its RTMP targets.
+    pub record: Option<Flag>,
     /// The legacy shape: SIP fields nested here.
     pub connection: Option<Connection>,
 }
