@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sipcast.toml
 
-.PHONY: run test deps deps-test build build-release lint check-templates clean fuzz
+.PHONY: run test deps deps-test deps-bench build build-release lint check-templates clean fuzz bench
 
 ## Install build and runtime dependencies (GStreamer 1.22) if missing.
 deps:
@@ -24,6 +24,16 @@ test: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) test --locked --workspace --no-fail-fast
+
+## Install the above plus matplotlib (plot) and perf (profiles) for the capacity benchmark.
+deps-bench:
+	scripts/install-deps.sh bench
+
+## Capacity benchmark (issue 7, work in progress): sipcast vs one ffmpeg per call, N rising until a limit;
+## writes bench/RESULTS.md, bench/results.json and bench/capacity.png. Settings: BENCH_* (bench/README.md).
+bench: deps-bench
+	$(CARGO) build --release --locked -p sipcast -p loadgen --bins
+	ulimit -n 65536 2>/dev/null || true; /usr/bin/python3 bench/run.py
 
 ## Fuzz the SIP and SDP parsers (cargo fuzz on stable via RUSTC_BOOTSTRAP), FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 600

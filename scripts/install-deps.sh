@@ -4,6 +4,7 @@
 #   scripts/install-deps.sh test   the above + the real test peers (baresip, kamailio, nginx-rtmp, ffmpeg),
 #                                  Chromium, Node.js with playwright-core (tests/browser/node_modules) and
 #                                  openapi-spec-validator from PyPI (tests/tools/venv)
+#   scripts/install-deps.sh bench  the test set + matplotlib for the plot and perf for profiles (make bench)
 # Idempotent: packages already installed are skipped; apt-get update runs only when something is missing;
 # the npm and pip steps run only when their result is missing.
 set -euo pipefail
@@ -22,10 +23,12 @@ test_packages=(
   baresip-core baresip-ffmpeg kamailio nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg openssl
   chromium python3-venv
 )
+bench_packages=(python3 python3-matplotlib linux-perf)
 
 case "$profile" in
   run) wanted=("${run_packages[@]}") ;;
-  test|bench) wanted=("${run_packages[@]}" "${test_packages[@]}") ;;
+  test) wanted=("${run_packages[@]}" "${test_packages[@]}") ;;
+  bench) wanted=("${run_packages[@]}" "${test_packages[@]}" "${bench_packages[@]}") ;;
   *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
 
