@@ -285,7 +285,6 @@ async fn start_call(state: &AppState, object: Map<String, Value>) -> Result<Resp
         (status = 200, description = "Accepted; the call is TRYING", body = schema::Empty),
         (status = 400, description = "Malformed body, missing field, wrong type, bad URL, too large", body = schema::ErrorBody),
         (status = 409, description = "A live call has this callId, or this rtmpUrl+rtmpStream", body = schema::ErrorBody),
-        (status = 501, description = "sipRegisterRequired=true (REGISTER not supported yet)", body = schema::ErrorBody),
         (status = 503, description = "At capacity, overloaded or shutting down", body = schema::ErrorBody)
     )
 )]
@@ -306,7 +305,6 @@ async fn startup(
         (status = 200, description = "Accepted", body = schema::Empty),
         (status = 400, description = "Bad input", body = schema::ErrorBody),
         (status = 409, description = "Duplicate callId or stream", body = schema::ErrorBody),
-        (status = 501, description = "sipRegisterRequired=true", body = schema::ErrorBody),
         (status = 503, description = "At capacity or shutting down", body = schema::ErrorBody)
     )
 )]
@@ -403,7 +401,7 @@ async fn dtmf(state: &AppState, o: Map<String, Value>) -> Result<Response, ApiEr
 }
 
 /// Sends DTMF digits on an established call: RFC2833 (RFC 4733 events in the RTP stream, default)
-/// or INFO (SIP INFO). The sending itself is not supported yet: a valid request is answered 501.
+/// or INFO (SIP INFO, application/dtmf-relay, one per digit).
 #[utoipa::path(
     post,
     path = "/rest-api/call/send_dtmf",
@@ -414,7 +412,7 @@ async fn dtmf(state: &AppState, o: Map<String, Value>) -> Result<Response, ApiEr
         (status = 400, description = "No callId, no or bad dtmf, unknown type", body = schema::ErrorBody),
         (status = 404, description = "No live call has this callId", body = schema::ErrorBody),
         (status = 409, description = "The call is not established", body = schema::ErrorBody),
-        (status = 501, description = "Sending DTMF is not supported yet", body = schema::ErrorBody),
+        (status = 501, description = "RFC2833 on a call without generated audio (hasAudio=false or generate_av_for_ua = none)", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]
@@ -436,7 +434,7 @@ async fn send_dtmf(
         (status = 400, description = "Bad input", body = schema::ErrorBody),
         (status = 404, description = "No live call has this callId", body = schema::ErrorBody),
         (status = 409, description = "The call is not established", body = schema::ErrorBody),
-        (status = 501, description = "Sending DTMF is not supported yet", body = schema::ErrorBody),
+        (status = 501, description = "RFC2833 on a call without generated audio (hasAudio=false or generate_av_for_ua = none)", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]
@@ -478,7 +476,7 @@ fn live_leg_named(state: &AppState, name: &str) -> Result<crate::sip::ua::LegId,
 }
 
 /// Adds another RTMP target to a live call, named by callId or streamName (its toStream).
-/// Not supported yet (needs several RTMP outputs per call): a valid request is answered 501.
+/// The target gets a pipeline of its own, reconnected with backoff like the call's own target.
 #[utoipa::path(
     post,
     path = "/rest-api/push/startup",
@@ -489,7 +487,6 @@ fn live_leg_named(state: &AppState, name: &str) -> Result<crate::sip::ua::LegId,
         (status = 400, description = "No call named, bad rtmpUrl or rtmpStream", body = schema::ErrorBody),
         (status = 404, description = "No live call by that callId or streamName", body = schema::ErrorBody),
         (status = 409, description = "The call already publishes to this target", body = schema::ErrorBody),
-        (status = 501, description = "Not supported yet", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]
@@ -513,7 +510,7 @@ async fn find_pushes(state: &AppState, filter: PushFilter) -> Result<Response, A
     Ok(Json(found.iter().map(dto::push_json).collect::<Vec<_>>()).into_response())
 }
 
-/// Push targets matching every given field. Not supported yet: 501.
+/// Push targets matching every given field.
 #[utoipa::path(
     post,
     path = "/rest-api/push/find",
@@ -523,7 +520,6 @@ async fn find_pushes(state: &AppState, filter: PushFilter) -> Result<Response, A
         (status = 200, description = "The matching targets", body = Vec<schema::PushJson>),
         (status = 400, description = "A filter value of the wrong type", body = schema::ErrorBody),
         (status = 404, description = "No target matches, or no live call by that callId or streamName", body = schema::ErrorBody),
-        (status = 501, description = "Not supported yet", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]
@@ -547,7 +543,7 @@ async fn push_find(
     find_pushes(&state, filter).await
 }
 
-/// Every push target. Not supported yet: 501.
+/// Every push target.
 #[utoipa::path(
     method(get, post),
     path = "/rest-api/push/find_all",
@@ -555,7 +551,6 @@ async fn push_find(
     responses(
         (status = 200, description = "Every target", body = Vec<schema::PushJson>),
         (status = 404, description = "No targets", body = schema::ErrorBody),
-        (status = 501, description = "Not supported yet", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]
@@ -563,7 +558,7 @@ async fn push_find_all(State(state): State<AppState>) -> Result<Response, ApiErr
     find_pushes(&state, PushFilter::default()).await
 }
 
-/// Removes a push target; the call and its other targets go on. Not supported yet: 501.
+/// Removes a push target (its stream ends with EOS); the call and its other targets go on.
 #[utoipa::path(
     post,
     path = "/rest-api/push/terminate",
@@ -573,7 +568,6 @@ async fn push_find_all(State(state): State<AppState>) -> Result<Response, ApiErr
         (status = 200, description = "Removed", body = schema::Empty),
         (status = 400, description = "No mediaSessionId", body = schema::ErrorBody),
         (status = 404, description = "No target has this mediaSessionId", body = schema::ErrorBody),
-        (status = 501, description = "Not supported yet", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]
@@ -606,7 +600,7 @@ async fn push_set_muted(
     Ok(empty_ok())
 }
 
-/// Sends silence instead of the call's audio to one target. Not supported yet: 501.
+/// Sends silence instead of the call's audio to one target.
 #[utoipa::path(
     post,
     path = "/rest-api/push/mute",
@@ -616,7 +610,6 @@ async fn push_set_muted(
         (status = 200, description = "Muted", body = schema::Empty),
         (status = 400, description = "No mediaSessionId", body = schema::ErrorBody),
         (status = 404, description = "No target has this mediaSessionId", body = schema::ErrorBody),
-        (status = 501, description = "Not supported yet", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]
@@ -627,7 +620,7 @@ async fn push_mute(
     push_set_muted(&state, o, true).await
 }
 
-/// Sends the call's audio to one target again. Not supported yet: 501.
+/// Sends the call's audio to one target again.
 #[utoipa::path(
     post,
     path = "/rest-api/push/unmute",
@@ -637,7 +630,6 @@ async fn push_mute(
         (status = 200, description = "Unmuted", body = schema::Empty),
         (status = 400, description = "No mediaSessionId", body = schema::ErrorBody),
         (status = 404, description = "No target has this mediaSessionId", body = schema::ErrorBody),
-        (status = 501, description = "Not supported yet", body = schema::ErrorBody),
         (status = 503, description = "Overloaded", body = schema::ErrorBody)
     )
 )]

@@ -734,7 +734,7 @@ async fn push_startup_validates_and_routes() {
 async fn push_find_terminate_mute_unmute_route_to_the_driver() {
     let mut api = Api::new();
     api.live_call("c1", "stream-a").await;
-    // find: 200 with targets, 404 with none, 501 until supported; find_all on GET and POST.
+    // find: 200 with targets, 404 with none, and how a driver refusal maps; find_all on GET and POST.
     let (status, body, _) = api
         .post_answered(
             "/rest-api/push/find",
