@@ -452,11 +452,6 @@ impl Registry {
         Ok(leg)
     }
 
-    /// Removes a call admitted moments ago whose start could not be handed on (nothing half-created).
-    pub fn withdraw(&self, leg: LegId) {
-        self.lock().calls.remove(&leg);
-    }
-
     /// The live call with this callId.
     pub fn live_leg(&self, call_id: &str) -> Option<LegId> {
         self.lock()
