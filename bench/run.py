@@ -766,7 +766,7 @@ def main():
         with open(os.path.join(out_dir, "results.json")) as f:
             previous = json.load(f)
         results = previous["results"]
-        info["resumed_from"] = previous["machine"]["date"]
+        info["resumed_from"] = previous["machine"].get("resumed_from", previous["machine"]["date"])
         for r in results:
             done.add((r["scenario"], r["system"], r["n"]))
             if "error" in r or r.get("why_not_held"):
