@@ -818,19 +818,30 @@ impl UserAgent {
         let destination = self.in_dialog_destination(leg, &dialog);
         leg.dialog = Some(dialog);
         if let Ok(request) = built {
-            leg.info = Some(
-                ClientTransaction::start(
-                    Kind::NonInvite,
-                    now,
-                    self.config.timers,
-                    branch,
-                    destination,
-                    request.clone(),
-                )
-                .over_reliable(leg.spec.transport.is_reliable()),
-            );
-            self.transmits.push_back(leg.transmit(destination, request));
+            leg.info = Some(self.start_non_invite(now, leg, branch, destination, request));
         }
+    }
+
+    /// Starts an in-dialog non-INVITE client transaction (17.1.2) and sends its request.
+    fn start_non_invite(
+        &mut self,
+        now: Instant,
+        leg: &Leg,
+        branch: String,
+        destination: SocketAddr,
+        request: Vec<u8>,
+    ) -> ClientTransaction {
+        let tx = ClientTransaction::start(
+            Kind::NonInvite,
+            now,
+            self.config.timers,
+            branch,
+            destination,
+            request.clone(),
+        )
+        .over_reliable(leg.spec.transport.is_reliable());
+        self.transmits.push_back(leg.transmit(destination, request));
+        tx
     }
 
     fn send_bye(&mut self, now: Instant, leg: &mut Leg) {
@@ -851,18 +862,7 @@ impl UserAgent {
         leg.dialog = Some(dialog);
         match built {
             Ok(request) => {
-                leg.bye = Some(
-                    ClientTransaction::start(
-                        Kind::NonInvite,
-                        now,
-                        self.config.timers,
-                        branch,
-                        destination,
-                        request.clone(),
-                    )
-                    .over_reliable(leg.spec.transport.is_reliable()),
-                );
-                self.transmits.push_back(leg.transmit(destination, request));
+                leg.bye = Some(self.start_non_invite(now, leg, branch, destination, request));
             }
             Err(_) => {
                 // The remote target is not a URI we can address: the dialog cannot be ended politely.
