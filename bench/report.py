@@ -202,11 +202,10 @@ def write(data, out_dir):
         with open(before_path) as f:
             before = json.load(f)
         bm = before["machine"]
-        lines += ["## Before the changes (sipcast steps of an earlier, interrupted run)", "",
-                  f"- Date: {bm['date']}; same machine and criteria; sipcast built from commit "
-                  f"{before.get('commit', 'before the fan-out bursts')} (see the analysis below). Only its sipcast "
-                  "steps are comparable (its ffmpeg steps were cut short by a measurement artefact since fixed: "
-                  "the generator's lateness was taken over the ramp, not the window).", ""]
+        commit = bm.get("commit") or before.get("commit") or "an earlier commit"
+        lines += ["## Before this round's changes (sipcast steps of the previous run)", "",
+                  f"- Date: {bm['date']}; same machine and criteria; sipcast built from commit {commit} "
+                  "(bench/results-before.json; see the analysis below for what changed since).", ""]
         brows = [r for r in before["results"] if r["system"] == "sipcast"]
         for scenario in [sc for sc in scenarios if any(r["scenario"] == sc for r in brows)]:
             srows = sorted([r for r in brows if r["scenario"] == scenario], key=lambda r: r["n"])

@@ -473,15 +473,16 @@ listen = "127.0.0.1:{sip_port}"
 rtp_bind = "127.0.0.1"
 rtp_port_min = 20000
 rtp_port_max = 29999
-pipelines_dir = "{ROOT}/pipelines"
+pipelines_dir = "{os.environ.get("BENCH_PIPELINES_DIR", os.path.join(ROOT, "pipelines"))}"
 {sc['media_toml']}
+{os.environ.get("BENCH_MEDIA_TOML", "")}
 [calls]
 max_calls = {max(n * 2, 500)}
 """
     with open(os.path.join(work, "sipcast.toml"), "w") as f:
         f.write(config)
     gw = Proc("sipcast", [ctx["sipcast_bin"], "--config", os.path.join(work, "sipcast.toml")],
-              os.path.join(work, "sipcast.log"), env=dict(os.environ, NO_COLOR="1", SIPCAST_LOG="warn"))
+              os.path.join(work, "sipcast.log"), env=dict(os.environ, NO_COLOR="1", SIPCAST_LOG=os.environ.get("BENCH_SIPCAST_LOG", "warn")))
     base = f"http://127.0.0.1:{http_port}/rest-api"
     if not wait_until(20, lambda: http_json("GET", base + "/call/find_all", timeout=2)[0] in (200, 404)):
         gw.stop()
@@ -573,7 +574,8 @@ max_calls = {max(n * 2, 500)}
         "generator_send_errors": (lg_stats.get("rtp") or {}).get("send_errors"),
         "generator_sip": lg_stats.get("sip"),
     }
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("BENCH_KEEP_WORK"):
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -668,7 +670,8 @@ def run_ffmpeg_step(ctx, scenario, n):
         "generator_late_ms_window": window["generator_late_ms_window"],
         "generator_send_errors": (lg_stats.get("rtp") or {}).get("send_errors"),
     }
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("BENCH_KEEP_WORK"):
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -818,7 +821,8 @@ def main():
         json.dump(data, f, indent=1)
     import report  # noqa: E402 - beside this file
     report.write(data, out_dir)
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("BENCH_KEEP_WORK"):
+        shutil.rmtree(work, ignore_errors=True)
     log(f"bench: done in {info['duration_min']} min; see {out_dir}/RESULTS.md")
 
 

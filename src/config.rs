@@ -265,6 +265,10 @@ pub struct MediaConfig {
     /// port it receives on: `all` (default: every audio stream the offer declares sendrecv, i.e.
     /// hasAudio=true, as WCS does), `audio` (the same), `none`. Video generation is not built yet.
     pub generate_av_for_ua: GenerateAv,
+    /// Generated packets sent together, once per that many packet times (1..=10). Default 5: 100 ms of
+    /// 20 ms packets per send, one wake-up instead of five (wake-ups are most of a call's CPU,
+    /// bench/RESULTS.md); the peer's jitter buffer absorbs the burst. 1 sends each packet at its time.
+    pub generated_packets_per_send: u32,
     /// Template for each RTMP target. Default `output-rtmp.pipeline`.
     pub rtmp_output_template: String,
     /// Template for call recordings. Default `output-file.pipeline`.
@@ -295,6 +299,7 @@ impl Default for MediaConfig {
             h264_template: "av-g711-h264.pipeline".to_owned(),
             vp8_template: "av-g711-vp8.pipeline".to_owned(),
             generate_av_for_ua: GenerateAv::All,
+            generated_packets_per_send: 5,
             rtmp_output_template: "output-rtmp.pipeline".to_owned(),
             file_output_template: "output-file.pipeline".to_owned(),
             jitter_latency_ms: 200,
@@ -440,6 +445,12 @@ impl Config {
                 "must be greater than media.rtp_port_min (> 0)",
             ));
         }
+        if !(1..=10).contains(&m.generated_packets_per_send) {
+            return Err(invalid(
+                "media.generated_packets_per_send",
+                "must be 1..=10",
+            ));
+        }
         let s = &self.sip;
         if s.t1_ms == 0 || s.t2_ms < s.t1_ms || s.t4_ms == 0 {
             return Err(invalid(
@@ -579,6 +590,24 @@ mod tests {
         let err =
             Config::parse("[media]\nrtp_port_min = 20001\n", Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("media.rtp_port_min"), "{err}");
+    }
+
+    #[test]
+    fn generated_packets_per_send_is_bounded() {
+        for bad in [0, 11] {
+            let text = format!("[media]\ngenerated_packets_per_send = {bad}\n");
+            let err = Config::parse(&text, Path::new("t.toml")).unwrap_err();
+            assert!(
+                err.to_string().contains("media.generated_packets_per_send"),
+                "{err}"
+            );
+        }
+        let ok = Config::parse(
+            "[media]\ngenerated_packets_per_send = 1\n",
+            Path::new("t.toml"),
+        );
+        assert_eq!(ok.unwrap().media.generated_packets_per_send, 1);
+        assert_eq!(Config::default().media.generated_packets_per_send, 5);
     }
 
     #[test]

@@ -248,7 +248,7 @@ impl Driver {
                 Some(internal) = self.internal_rx.recv() => self.on_internal(internal),
                 Some(event) = self.media_rx.recv() => self.on_media_event(event),
                 _ = tick.tick() => self.on_tick(),
-                _ = sleep_until(media_deadline) => self.on_tick(),
+                _ = sleep_until(media_deadline) => self.on_media_deadline(),
             }
             self.pump().await;
             if self.shutdown_complete() {
@@ -685,6 +685,7 @@ impl Driver {
                 encoding_name: plan.audio.codec.encoding_name(),
                 payload_type: plan.audio.payload_type,
                 dtmf_payload_type: plan.audio.telephone_event_pt,
+                packets_per_send: media.generated_packets_per_send,
             });
         let rtmp = &self.config.rtmp;
         let setup = Setup {
@@ -972,39 +973,60 @@ impl Driver {
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.registry.purge(now);
-        let mut changes = Vec::new();
+        let legs: Vec<LegId> = self.media.keys().copied().collect();
+        for leg in legs {
+            self.poll_media(leg, now);
+        }
+    }
+
+    /// Polls only the calls whose media deadline is due (a target to rebuild, a new target's first byte):
+    /// cheap enough to run often while calls start, unlike the tick over every call.
+    fn on_media_deadline(&mut self) {
+        let now = Instant::now();
+        let due: Vec<LegId> = self
+            .media
+            .iter()
+            .filter(|(_, s)| {
+                s.pipeline
+                    .as_ref()
+                    .and_then(CallPipeline::next_deadline)
+                    .is_some_and(|d| d <= now)
+            })
+            .map(|(leg, _)| *leg)
+            .collect();
+        for leg in due {
+            self.poll_media(leg, now);
+        }
+    }
+
+    /// One call's periodic media work: target rebuilds and statuses, liveness probes, figures.
+    fn poll_media(&mut self, leg: LegId, now: Instant) {
         let probe_timeout = Duration::from_secs(self.config.rtmp.liveness_secs.max(1));
         let keyframe_info_after =
             Duration::from_millis(self.config.media.keyframe_info_after_ms.max(100));
-        let mut info_requests = Vec::new();
-        for (leg, slot) in &mut self.media {
-            let Some(pipeline) = slot.pipeline.as_mut() else {
-                continue;
-            };
-            let (target_changes, probes) = pipeline.poll(now);
-            changes.extend(target_changes.into_iter().map(|c| (*leg, c)));
-            for (target, generation, (host, port)) in probes {
-                let (tx, leg) = (self.internal_tx.clone(), *leg);
-                tokio::spawn(async move {
-                    let failure = rtmp_handshake_probe(&host, port, probe_timeout).await.err();
-                    let _ = tx.send(Internal::Probed {
-                        leg,
-                        target,
-                        generation,
-                        failure,
-                    });
+        let Some(pipeline) = self.media.get_mut(&leg).and_then(|s| s.pipeline.as_mut()) else {
+            return;
+        };
+        let (changes, probes) = pipeline.poll(now);
+        for (target, generation, (host, port)) in probes {
+            let tx = self.internal_tx.clone();
+            tokio::spawn(async move {
+                let failure = rtmp_handshake_probe(&host, port, probe_timeout).await.err();
+                let _ = tx.send(Internal::Probed {
+                    leg,
+                    target,
+                    generation,
+                    failure,
                 });
-            }
-            if pipeline.keyframe_overdue(now, keyframe_info_after) {
-                info_requests.push(*leg);
-            }
-            let figures = pipeline.figures();
-            self.registry.update(*leg, |c| c.media = Some(figures));
+            });
         }
-        for (leg, change) in changes {
+        let keyframe_overdue = pipeline.keyframe_overdue(now, keyframe_info_after);
+        let figures = pipeline.figures();
+        self.registry.update(leg, |c| c.media = Some(figures));
+        for change in changes {
             self.apply_target_change(leg, change);
         }
-        for leg in info_requests {
+        if keyframe_overdue {
             tracing::debug!(leg, "no keyframe after RTCP requests: asking by SIP INFO");
             let _ = self.ua.send_info(
                 now,

@@ -181,6 +181,13 @@ fn webhooks_and_events_follow_the_call_in_order() {
     assert_eq!(steps(&sse_events), expected, "{sse_text}");
     assert!(sse_text.contains("event: call"), "{sse_text}");
 
+    // The receiver has every body; the gateway counts a delivery once it has read the receiver's answer,
+    // which can be a moment later.
+    let delivered_all = || {
+        gateway.get("/rest-api/stats").json["webhooks"]["delivered"].as_u64()
+            == Some(events.len() as u64)
+    };
+    common::wait_until(Duration::from_secs(5), delivered_all);
     let stats = gateway.get("/rest-api/stats").json;
     assert_eq!(stats["webhooks"]["dropped"], 0, "{stats}");
     assert_eq!(

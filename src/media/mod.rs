@@ -35,9 +35,13 @@ pub fn gst_rtp_caps(
     builder.build()
 }
 
-/// Initialises GStreamer and registers the gateway's own elements (plugins/). Call once at start-up.
+/// Initialises GStreamer and registers the elements the templates may use beyond the system's plugins:
+/// the gateway's own (plugins/) and gst-plugins-rs' `livesync`, which Debian 12 does not package. Call once
+/// at start-up.
 pub fn init() -> Result<(), gst::glib::Error> {
     gst::init()?;
-    sipcastkeepalive::plugin_register_static()
-        .map_err(|e| gst::glib::Error::new(gst::CoreError::Failed, &e.to_string()))
+    let failed =
+        |e: gst::glib::BoolError| gst::glib::Error::new(gst::CoreError::Failed, &e.to_string());
+    sipcastkeepalive::plugin_register_static().map_err(failed)?;
+    gstlivesync::plugin_register_static().map_err(failed)
 }

@@ -19,11 +19,19 @@ use crate::sip::ua::LegId;
 /// A call's handle for one of its targets.
 pub type TargetId = u32;
 
-/// Bytes the RTMP sink must have sent before the stream counts as live: more than the handshake
-/// (C0+C1+C2 = 3073 bytes) and the connect/publish commands, so media is flowing.
-const RTMP_ACTIVE_OUT_BYTES: u64 = 8192;
-/// Bytes of the handshake (3073) and the connect/createStream/publish commands: past this, media is going out.
-const RTMP_SETUP_OUT_BYTES: u64 = 3600;
+/// FLV bytes past the RTMP commands before a target counts as live (RTMP_STREAM_ACTIVE): the server took the
+/// publish and media is flowing, not just the metadata tag.
+const RTMP_ACTIVE_FLV_BYTES: u64 = 1024;
+
+/// What rtmp2sink's byte counter holds before the first FLV byte: its `out-bytes-total` leaves out the
+/// handshake (C0+C1+C2) and counts the commands connect, releaseStream, FCPublish, createStream, publish,
+/// window acknowledgement size and set chunk size: about 280 bytes (GStreamer 1.22 on the wire) plus the URL
+/// (tcUrl and app) and the stream name (three commands carry it). A slight overestimate, so that the count
+/// passing it means the first FLV tag (metadata, then the codec headers and media) is on its way.
+fn rtmp_command_bytes(url: &str, stream: &str) -> u64 {
+    const FIXED: usize = 280;
+    (FIXED + 2 * url.len() + 3 * stream.len()) as u64
+}
 
 /// Where a target sends the call's FLV.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,10 +333,14 @@ impl Output {
                 let stats = sink.property::<Option<gst::Structure>>("stats")?;
                 let out = stats.get::<u64>("out-bytes-total").unwrap_or(0);
                 let incoming = stats.get::<u64>("in-bytes-total").unwrap_or(0);
-                if out > RTMP_SETUP_OUT_BYTES && incoming > 0 {
+                let commands = match &self.kind {
+                    TargetKind::Rtmp { url, stream } => rtmp_command_bytes(url, stream.expose()),
+                    TargetKind::File { .. } => 0,
+                };
+                if out > commands && incoming > 0 {
                     self.first_byte_at.get_or_insert(now);
                 }
-                out >= RTMP_ACTIVE_OUT_BYTES && incoming > 0
+                out >= commands + RTMP_ACTIVE_FLV_BYTES && incoming > 0
             }
             // Files and sinks without statistics: data handed over is all we can know.
             _ => self.bytes_fed.load(Ordering::Relaxed) > 0,

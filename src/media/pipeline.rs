@@ -86,6 +86,12 @@ pub struct MediaFigures {
     pub targets: Vec<TargetFigures>,
 }
 
+/// FLV goes to the targets in bursts of about this much time: each target's appsrc thread and RTMP
+/// connection then wake once per burst instead of once per audio frame (thread wake-ups, not codecs, are
+/// most of a call's CPU: bench/RESULTS.md). The first second of a call is not held back (time to first byte).
+const FANOUT_BURST: Duration = Duration::from_millis(100);
+const FANOUT_UNBATCHED: Duration = Duration::from_secs(1);
+
 /// The fan-out's view of the targets, shared with the call pipeline's streaming thread.
 #[derive(Default)]
 struct FanOut {
@@ -94,6 +100,10 @@ struct FanOut {
     headers: Vec<gst::Buffer>,
     feeds: Vec<Feed>,
     ended: bool,
+    /// FLV not yet handed to the targets, and when the oldest of it came.
+    pending: Vec<gst::Buffer>,
+    pending_since: Option<Instant>,
+    first_sample_at: Option<Instant>,
 }
 
 impl FanOut {
@@ -113,7 +123,7 @@ impl FanOut {
         self.feeds.push(feed);
     }
 
-    fn on_sample(&mut self, sample: &gst::Sample) {
+    fn on_sample(&mut self, sample: &gst::Sample, now: Instant) {
         let Some(buffer) = sample.buffer_owned() else {
             return;
         };
@@ -127,31 +137,69 @@ impl FanOut {
                 self.caps = Some(caps);
             }
         }
+        let first = *self.first_sample_at.get_or_insert(now);
+        let since = *self.pending_since.get_or_insert(now);
         let is_header = buffer.flags().contains(gst::BufferFlags::HEADER);
-        let is_delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        self.pending.push(buffer);
+        if is_header
+            || now.saturating_duration_since(first) < FANOUT_UNBATCHED
+            || now.saturating_duration_since(since) >= FANOUT_BURST
+        {
+            self.flush();
+        }
+    }
+
+    /// Hands on FLV held for a burst or longer: nothing more came (the peer went quiet under a template
+    /// that fills no silence, e.g. passthrough on hold), so no new sample would flush it. The driver's poll.
+    fn flush_stale(&mut self, now: Instant) {
+        if self
+            .pending_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= FANOUT_BURST)
+        {
+            self.flush();
+        }
+    }
+
+    /// Hands the pending FLV to every target as one buffer list.
+    fn flush(&mut self) {
+        self.pending_since = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
         for feed in &self.feeds {
-            if feed.awaiting_keyframe.load(Ordering::Relaxed) {
-                if is_delta {
-                    continue;
+            let mut list = gst::BufferList::new_sized(pending.len());
+            let list_mut = list.get_mut().expect("a new list is writable");
+            for buffer in &pending {
+                let is_header = buffer.flags().contains(gst::BufferFlags::HEADER);
+                let is_delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                if feed.awaiting_keyframe.load(Ordering::Relaxed) {
+                    if is_delta {
+                        continue;
+                    }
+                    if !is_header {
+                        feed.awaiting_keyframe.store(false, Ordering::Relaxed);
+                    }
                 }
-                if !is_header {
-                    feed.awaiting_keyframe.store(false, Ordering::Relaxed);
-                }
+                let out = if feed.muted.load(Ordering::Relaxed) {
+                    silenced(buffer)
+                } else {
+                    None
+                };
+                let out = out.unwrap_or_else(|| buffer.clone());
+                feed.bytes.fetch_add(out.size() as u64, Ordering::Relaxed);
+                list_mut.add(out);
             }
-            let out = if feed.muted.load(Ordering::Relaxed) {
-                silenced(&buffer)
-            } else {
-                None
-            };
-            let out = out.unwrap_or_else(|| buffer.clone());
-            feed.bytes.fetch_add(out.size() as u64, Ordering::Relaxed);
             // Never blocks: a full appsrc drops its oldest data (leaky-type=downstream), so a stalled
             // target costs the others nothing.
-            let _ = feed.appsrc.push_buffer(out);
+            if !list.is_empty() {
+                let _ = feed.appsrc.push_buffer_list(list);
+            }
         }
     }
 
     fn on_eos(&mut self) {
+        self.flush();
         self.ended = true;
         for feed in &self.feeds {
             let _ = feed.appsrc.end_of_stream();
@@ -239,6 +287,8 @@ pub struct KeepAlive {
     pub encoding_name: &'static str,
     pub payload_type: u8,
     pub dtmf_payload_type: Option<u8>,
+    /// Packets sent together (the element's `packets-per-push`).
+    pub packets_per_send: u32,
 }
 
 /// Everything one call's pipeline is built from.
@@ -289,6 +339,8 @@ pub struct CallPipeline {
     settings: OutputSettings,
     events: UnboundedSender<MediaEvent>,
     started_at: Instant,
+    /// When the driver must poll again to catch a target's first media byte (see `next_deadline`).
+    first_byte_poll_at: Option<Instant>,
     /// Signalled by the bus handler on EOS or error, for a clean stop.
     drained: std::sync::mpsc::Receiver<()>,
 }
@@ -313,6 +365,12 @@ fn request_pad(element: &gst::Element, name: &str) -> Result<gst::Pad, MediaErro
         .request_pad_simple(name)
         .ok_or_else(|| MediaError::Start(format!("no request pad {name}")))
 }
+
+/// While a new call's RTMP target has not sent its first media byte, the driver polls the call this often
+/// (instead of on its 250 ms tick), so `answerToFirstRtmpByteMs` and RTMP_STREAM_ACTIVE are not rounded up
+/// to the tick; for at most FIRST_BYTE_WATCH after the call's media started.
+const FIRST_BYTE_POLL: Duration = Duration::from_millis(20);
+const FIRST_BYTE_WATCH: Duration = Duration::from_secs(5);
 
 /// How often a keyframe is asked for while video waits for one.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
@@ -446,6 +504,7 @@ impl CallPipeline {
                 let source = gst::ElementFactory::make("rtpkeepalivesrc")
                     .property_from_str("encoding-name", keepalive.encoding_name)
                     .property("payload-type", u32::from(keepalive.payload_type))
+                    .property("packets-per-push", keepalive.packets_per_send.clamp(1, 10))
                     .build()
                     .map_err(|e| MediaError::Start(format!("rtpkeepalivesrc: {e}")))?;
                 if let Some(pt) = keepalive
@@ -532,7 +591,7 @@ impl CallPipeline {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     if let Ok(sample) = sink.pull_sample() {
-                        lock(&on_sample).on_sample(&sample);
+                        lock(&on_sample).on_sample(&sample, Instant::now());
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -608,6 +667,7 @@ impl CallPipeline {
             settings,
             events,
             started_at: Instant::now(),
+            first_byte_poll_at: Some(Instant::now() + FIRST_BYTE_POLL),
             drained,
         };
         // Sockets exist from READY on: RTCP and generated media leave from the ports media arrives on.
@@ -772,6 +832,7 @@ impl CallPipeline {
         let mut changes = Vec::new();
         let mut probes = Vec::new();
         let mut restarted = false;
+        lock(&self.fanout).flush_stale(now);
         let templates = (&self.templates.rtmp_output, &self.templates.file_output);
         for output in &mut self.outputs {
             if let Some(result) =
@@ -818,12 +879,24 @@ impl CallPipeline {
         if restarted || (waiting && overdue) {
             self.request_keyframe();
         }
+        let watching = now.saturating_duration_since(self.started_at) < FIRST_BYTE_WATCH;
+        self.first_byte_poll_at = (watching
+            && self
+                .outputs
+                .iter()
+                .any(|o| o.is_rtmp() && !o.is_closed() && o.first_byte_at.is_none()))
+        .then(|| now + FIRST_BYTE_POLL);
         (changes, probes)
     }
 
-    /// The earliest instant a target must be rebuilt at, so reconnects happen on time, not on the next tick.
+    /// The earliest instant the driver must poll this call at: a target to rebuild (reconnects happen on time,
+    /// not on the next tick), or a new target's first media byte to catch.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.outputs.iter().filter_map(Output::rebuild_at).min()
+        self.outputs
+            .iter()
+            .filter_map(Output::rebuild_at)
+            .chain(self.first_byte_poll_at)
+            .min()
     }
 
     /// A liveness probe came back; a failed one counts as the target's failure.
@@ -1061,6 +1134,58 @@ mod tests {
         assert!(
             silenced(&gst::Buffer::from_slice([8u8, 0, 0])).is_none(),
             "a short buffer passes"
+        );
+    }
+
+    #[test]
+    fn fanout_sends_bursts_after_the_first_second_and_flushes_what_goes_stale() {
+        gst::init().unwrap();
+        let appsrc = gst_app::AppSrc::builder().build();
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut fanout = FanOut::default();
+        fanout.attach(Feed {
+            target: 1,
+            appsrc,
+            headers_as_data: false,
+            awaiting_keyframe: AtomicBool::new(false),
+            bytes: bytes.clone(),
+            muted: Arc::new(AtomicBool::new(false)),
+        });
+        let sample = || {
+            gst::Sample::builder()
+                .buffer(&tag(8, &[0xae, 1, 1, 2, 3]))
+                .build()
+        };
+        let size = sample().buffer().unwrap().size() as u64;
+        let t0 = Instant::now();
+        fanout.on_sample(&sample(), t0);
+        assert_eq!(
+            bytes.load(Ordering::Relaxed),
+            size,
+            "the first second goes out at once"
+        );
+        let t1 = t0 + Duration::from_millis(1500);
+        fanout.on_sample(&sample(), t1);
+        fanout.on_sample(&sample(), t1 + Duration::from_millis(20));
+        assert_eq!(
+            bytes.load(Ordering::Relaxed),
+            size,
+            "later FLV is held for a burst"
+        );
+        fanout.flush_stale(t1 + Duration::from_millis(50));
+        assert_eq!(bytes.load(Ordering::Relaxed), size, "not stale yet");
+        fanout.on_sample(&sample(), t1 + FANOUT_BURST);
+        assert_eq!(
+            bytes.load(Ordering::Relaxed),
+            4 * size,
+            "a burst's worth goes as one list"
+        );
+        fanout.on_sample(&sample(), t1 + Duration::from_millis(120));
+        fanout.flush_stale(t1 + Duration::from_millis(120) + FANOUT_BURST);
+        assert_eq!(
+            bytes.load(Ordering::Relaxed),
+            5 * size,
+            "the peer went quiet: flushed by the poll"
         );
     }
 }

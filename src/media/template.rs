@@ -289,7 +289,7 @@ pub struct TemplateNames<'a> {
 }
 
 impl Templates {
-    /// Loads the configured templates from `dir` and checks each one. Requires `gst::init()`.
+    /// Loads the configured templates from `dir` and checks each one. Requires `media::init()`.
     pub fn load(
         dir: &Path,
         names: &TemplateNames<'_>,
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn shipped_templates_pass_the_start_up_check() {
-        gst::init().unwrap();
+        crate::media::init().unwrap();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
         Templates::load(&dir, &NAMES, 200, 64000).unwrap_or_else(|e| panic!("{e}"));
         // The alternatives operators can switch to are valid audio-only call templates too.
@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn parse_errors_and_broken_contracts_are_reported() {
-        gst::init().unwrap();
+        crate::media::init().unwrap();
         let (_d, t) = call_template("rtppcmudepay name=audio_in ! nosuchelement ! flvmux name=mux");
         let err = t.instantiate(&values()).unwrap_err();
         assert!(matches!(err, TemplateError::Parse { .. }), "{err}");
@@ -446,7 +446,7 @@ mod tests {
 
     #[test]
     fn output_templates_need_their_names() {
-        gst::init().unwrap();
+        crate::media::init().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.pipeline");
         std::fs::write(&path, "appsrc name=flv_in ! fakesink name=rtmp_out").unwrap();
@@ -472,7 +472,7 @@ mod tests {
 
     #[test]
     fn missing_configured_template_names_the_setting() {
-        gst::init().unwrap();
+        crate::media::init().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let err = Templates::load(dir.path(), &NAMES, 50, 32000)
             .unwrap_err()

@@ -355,6 +355,16 @@ impl Leg {
     }
 }
 
+/// Which server transaction a request belongs to: the top Via's branch and the method (RFC 3261 17.2.3), and
+/// the Call-ID, so that a peer reusing a branch across dialogs (seen in the wild) gets each dialog's own answer
+/// rather than another call's cached one. A retransmission repeats all three.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerTransactionKey {
+    branch: String,
+    method: String,
+    call_id: String,
+}
+
 /// A response we sent to a request, kept to answer its retransmissions (Timer J, 17.2.2).
 #[derive(Debug)]
 struct SentResponse {
@@ -385,7 +395,7 @@ pub struct UserAgent {
     by_call_id: HashMap<String, LegId>,
     registrations: HashMap<String, RegEntry>,
     reg_by_call_id: HashMap<String, String>,
-    sent_responses: HashMap<(String, String), SentResponse>,
+    sent_responses: HashMap<ServerTransactionKey, SentResponse>,
     strays: TokenBucket,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SipEvent>,
@@ -1364,7 +1374,11 @@ impl UserAgent {
             }
             return;
         }
-        let key = (msg.branch.clone().unwrap_or_default(), method.to_owned());
+        let key = ServerTransactionKey {
+            branch: msg.branch.clone().unwrap_or_default(),
+            method: method.to_owned(),
+            call_id: msg.call_id.clone(),
+        };
         if let Some(sent) = self.sent_responses.get(&key) {
             // A retransmitted request: answer as before (17.2.2, 17.2.1).
             self.transmits.push_back(Transmit {

@@ -475,6 +475,37 @@ fn bye_from_the_far_end_is_answered_and_reported() {
 }
 
 #[test]
+fn a_branch_reused_in_another_dialog_gets_that_dialogs_answer() {
+    let mut h = Harness::new();
+    let first = established(&mut h, "");
+    h.ua.start_call(h.now, spec(2, None)).unwrap();
+    let second = h.transmits().remove(0).1;
+    h.feed(&respond(&second, 200, "OK", CONTACT, "v=0\r\n"));
+    h.transmits();
+    h.events();
+    // A peer with a poor branch generator sends both BYEs with the same branch.
+    h.feed(&bye_from_peer(&first, "z9hG4bKsame"));
+    assert_eq!(h.transmits().len(), 1);
+    h.feed(&bye_from_peer(&second, "z9hG4bKsame"));
+    let sent = h.transmits();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].1.call_id, second.call_id,
+        "answered in its own dialog"
+    );
+    let ended: Vec<LegId> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SipEvent::Ended { leg, .. } => Some(leg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![1, 2], "both calls ended");
+    assert_eq!(h.ua.leg_count(), 0);
+}
+
+#[test]
 fn local_bye_follows_the_route_set_and_ends_on_200() {
     let mut h = Harness::new();
     established(

@@ -168,6 +168,33 @@ fn ptime_sets_packet_size_timestamp_step_and_latency() {
 }
 
 #[test]
+fn packets_per_push_sends_consecutive_packets_together_at_the_last_ones_end() {
+    let mut h = harness(&[("packets-per-push", 5u32.to_value())]);
+    assert_eq!(h.query_latency(), Some(100 * MS));
+    let mut packets = Vec::new();
+    for burst in 1..=3u64 {
+        // One clock wait per burst, until the end of its last packet's interval.
+        let clock = h.testclock().unwrap();
+        clock.wait_for_next_pending_id();
+        let pending = clock
+            .peek_next_pending_id()
+            .expect("a clock wait is pending");
+        assert_eq!(
+            pending.time(),
+            burst * 100 * MS,
+            "burst {burst} is due after its 5 packets"
+        );
+        h.crank_single_clock_wait().unwrap();
+        for _ in 0..5 {
+            packets.push(Packet::parse(&h.pull().expect("burst packet")));
+        }
+        assert!(h.try_pull().is_none(), "exactly 5 packets per burst");
+    }
+    // The same stream as one packet per push: consecutive sequence numbers and timestamps, PTS per packet.
+    check_silence(&packets, 0, 0xFF, 160, 20 * MS);
+}
+
+#[test]
 fn caps_describe_the_stream() {
     let mut h = harness(&[
         ("encoding-name", "PCMA".to_value()),

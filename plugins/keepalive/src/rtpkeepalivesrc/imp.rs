@@ -34,6 +34,7 @@ const PROP_PTIME: &str = "ptime";
 const PROP_SSRC: &str = "ssrc";
 const PROP_DTMF_PAYLOAD_TYPE: &str = "dtmf-payload-type";
 const PROP_DTMF_VOLUME: &str = "dtmf-volume";
+const PROP_PACKETS_PER_PUSH: &str = "packets-per-push";
 
 /// Signal name of the DTMF action signal.
 const SIGNAL_SEND_DTMF: &str = "send-dtmf";
@@ -64,6 +65,11 @@ const MAX_DTMF_PAYLOAD_TYPE: u32 = 127;
 /// dropped).
 const DEFAULT_DTMF_VOLUME: u32 = 10;
 const MAX_DTMF_VOLUME: u32 = 63;
+/// Default `packets-per-push`: 1, one packet per `ptime`, each at its time. More packets per push (a buffer
+/// list, sent with one wake-up) trade smoothness toward the peer for fewer wake-ups: a gateway with many
+/// calls spends most of its CPU on wake-ups, and a peer's jitter buffer absorbs a burst of silence.
+const DEFAULT_PACKETS_PER_PUSH: u32 = 1;
+const MAX_PACKETS_PER_PUSH: u32 = 10;
 
 // Limits of `send-dtmf`.
 /// Shortest digit accepted by `send-dtmf` (ITU-T Q.24 minimum tone duration).
@@ -164,6 +170,7 @@ struct Settings {
     ssrc: u32,
     dtmf_payload_type: u32,
     dtmf_volume: u32,
+    packets_per_push: u32,
 }
 
 impl Default for Settings {
@@ -176,6 +183,7 @@ impl Default for Settings {
             ssrc: DEFAULT_SSRC,
             dtmf_payload_type: DEFAULT_DTMF_PAYLOAD_TYPE,
             dtmf_volume: DEFAULT_DTMF_VOLUME,
+            packets_per_push: DEFAULT_PACKETS_PER_PUSH,
         }
     }
 }
@@ -691,6 +699,14 @@ impl ObjectImpl for RtpKeepaliveSrc {
                     .default_value(DEFAULT_DTMF_VOLUME)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder(PROP_PACKETS_PER_PUSH)
+                    .nick("Packets per push")
+                    .blurb("Packets pushed together as one buffer list, once per that many packet times")
+                    .minimum(1)
+                    .maximum(MAX_PACKETS_PER_PUSH)
+                    .default_value(DEFAULT_PACKETS_PER_PUSH)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -743,7 +759,12 @@ impl ObjectImpl for RtpKeepaliveSrc {
 
         let ready_only = matches!(
             name,
-            PROP_ENCODING_NAME | PROP_PAYLOAD_TYPE | PROP_CLOCK_RATE | PROP_PTIME | PROP_SSRC
+            PROP_ENCODING_NAME
+                | PROP_PAYLOAD_TYPE
+                | PROP_CLOCK_RATE
+                | PROP_PTIME
+                | PROP_SSRC
+                | PROP_PACKETS_PER_PUSH
         );
         if ready_only && self.is_started() {
             gst::warning!(
@@ -791,6 +812,7 @@ impl ObjectImpl for RtpKeepaliveSrc {
             PROP_SSRC => &mut settings.ssrc,
             PROP_DTMF_PAYLOAD_TYPE => &mut settings.dtmf_payload_type,
             PROP_DTMF_VOLUME => &mut settings.dtmf_volume,
+            PROP_PACKETS_PER_PUSH => &mut settings.packets_per_push,
             _ => {
                 gst::warning!(CAT, imp = self, "Unknown property {name}");
                 return;
@@ -826,6 +848,7 @@ impl ObjectImpl for RtpKeepaliveSrc {
             PROP_SSRC => settings.ssrc.to_value(),
             PROP_DTMF_PAYLOAD_TYPE => settings.dtmf_payload_type.to_value(),
             PROP_DTMF_VOLUME => settings.dtmf_volume.to_value(),
+            PROP_PACKETS_PER_PUSH => settings.packets_per_push.to_value(),
             // GObject only calls this for the properties declared above.
             _ => pspec.default_value().clone(),
         }
@@ -946,11 +969,13 @@ impl BaseSrcImpl for RtpKeepaliveSrc {
         match query.view_mut() {
             gst::QueryViewMut::Latency(q) => {
                 let settings = *self.settings.lock().unwrap();
-                let latency = match &*self.state.lock().unwrap() {
+                let ptime = match &*self.state.lock().unwrap() {
                     State::Started(stream) => stream.ptime,
                     State::Stopped => gst::ClockTime::from_mseconds(u64::from(settings.ptime)),
                 };
-                // A packet is pushed at the end of the interval it covers.
+                // A packet is pushed at the end of the interval it covers, or of the last packet's
+                // interval when several go together.
+                let latency = ptime * u64::from(settings.packets_per_push.max(1));
                 gst::debug!(CAT, imp = self, "Returning latency {latency}");
                 q.set(true, latency, gst::ClockTime::NONE);
                 true
@@ -987,6 +1012,7 @@ impl PushSrcImpl for RtpKeepaliveSrc {
         // DTMF payload type and volume may change while playing; a digit uses
         // the values current when it starts.
         let settings = *self.settings.lock().unwrap();
+        let packets = u64::from(settings.packets_per_push.max(1));
         let obj = self.obj();
         let clock = Option::zip(obj.clock(), obj.base_time());
 
@@ -1049,7 +1075,7 @@ impl PushSrcImpl for RtpKeepaliveSrc {
                         }
                     }
                     let wait_until = stream
-                        .slot_running_time(stream.slot.saturating_add(1))
+                        .slot_running_time(stream.slot.saturating_add(packets))
                         .saturating_add(*base_time);
                     let id = clock.new_single_shot_id(wait_until);
                     stream.clock_id = Some(id.clone());
@@ -1085,8 +1111,19 @@ impl PushSrcImpl for RtpKeepaliveSrc {
             }
         }
 
-        let buffer = self.make_packet(stream, &settings)?;
-        gst::log!(CAT, imp = self, "Produced {buffer:?}");
-        Ok(CreateSuccess::NewBuffer(buffer))
+        if packets == 1 {
+            let buffer = self.make_packet(stream, &settings)?;
+            gst::log!(CAT, imp = self, "Produced {buffer:?}");
+            return Ok(CreateSuccess::NewBuffer(buffer));
+        }
+        let mut list = gst::BufferList::new_sized(packets as usize);
+        {
+            let list = list.get_mut().expect("a new buffer list is writable");
+            for _ in 0..packets {
+                list.add(self.make_packet(stream, &settings)?);
+            }
+        }
+        gst::log!(CAT, imp = self, "Produced {packets} packets");
+        Ok(CreateSuccess::NewBufferList(list))
     }
 }

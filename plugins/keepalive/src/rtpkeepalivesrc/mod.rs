@@ -43,6 +43,7 @@
 //! | `ssrc` | u32 | `u32::MAX` = random | any; `u32::MAX` (G_MAXUINT, as in `rtpbasepayload`) picks a random SSRC at each start | NULL/READY |
 //! | `dtmf-payload-type` | u32 | 101 | 96..=127; must differ from `payload-type` (checked when starting) | any state, applies from the next event |
 //! | `dtmf-volume` | u32 (−dBm0) | 10 | 0..=63 | any state, applies from the next event |
+//! | `packets-per-push` | u32 | 1 | 1..=10: that many consecutive packets pushed at once as a buffer list, at the end of the last one's interval (latency `ptime` × this) | NULL/READY |
 //!
 //! Setting a NULL/READY-only property in PAUSED or PLAYING is refused with a
 //! warning and the value kept. Out-of-range numbers are refused by GLib
