@@ -461,6 +461,26 @@ def loadgen_stats(path):
         return {}
 
 
+def remove_work(path):
+    """Deletes a work directory, unless BENCH_KEEP_WORK asks to keep it for its configs and logs."""
+    if not os.environ.get("BENCH_KEEP_WORK"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def start_loadgen(ctx, work, sc, mode_args):
+    """Starts the load generator (`uas ...` or `rtp ...`) with the scenario's media; returns (proc, stats
+    file) once it is ready, or raises with its log."""
+    stats_file = os.path.join(work, "loadgen.json")
+    args = [ctx["loadgen_bin"], *mode_args, "--audio-file", ctx["tone"], "--stats-file", stats_file]
+    if sc["video"]:
+        args += ["--video", "--video-file", ctx["video"]]
+    lg = Proc("loadgen", args, os.path.join(work, "loadgen.log"))
+    if not wait_until(10, lambda: "loadgen ready" in lg.log_text()):
+        lg.stop()
+        raise RuntimeError("loadgen did not start: " + lg.log_text()[-2000:])
+    return lg, stats_file
+
+
 def run_sipcast_step(ctx, scenario, n):
     sc = SCENARIOS[scenario]
     work = tempfile.mkdtemp(prefix=f"sipcast-bench-{scenario}-{n}-", dir=ctx["work"])
@@ -490,16 +510,12 @@ max_calls = {max(n * 2, 500)}
     time.sleep(1)
     idle_rss = proc_status_kb(gw.pid, "VmRSS")
     idle_threads = proc_threads(gw.pid)
-    stats_file = os.path.join(work, "loadgen.json")
-    lg_args = [ctx["loadgen_bin"], "uas", "--sip", f"127.0.0.1:{ua_port}", "--users", str(n),
-               "--rtp-ports", "40000-59999", "--audio-file", ctx["tone"], "--stats-file", stats_file]
-    if sc["video"]:
-        lg_args += ["--video", "--video-file", ctx["video"]]
-    lg = Proc("loadgen", lg_args, os.path.join(work, "loadgen.log"))
-    if not wait_until(10, lambda: "loadgen ready" in lg.log_text()):
+    try:
+        lg, stats_file = start_loadgen(ctx, work, sc, ["uas", "--sip", f"127.0.0.1:{ua_port}", "--users",
+                                                       str(n), "--rtp-ports", "40000-59999"])
+    except RuntimeError:
         gw.stop()
-        lg.stop()
-        raise RuntimeError("loadgen did not start: " + lg.log_text()[-2000:])
+        raise
     names = [f"{scenario}-sc-{n}-{i}" for i in range(n)]
     t_place = time.monotonic()
     refused = 0
@@ -574,8 +590,7 @@ max_calls = {max(n * 2, 500)}
         "generator_send_errors": (lg_stats.get("rtp") or {}).get("send_errors"),
         "generator_sip": lg_stats.get("sip"),
     }
-    if not os.environ.get("BENCH_KEEP_WORK"):
-        shutil.rmtree(work, ignore_errors=True)
+    remove_work(work)
     return result
 
 
@@ -597,16 +612,9 @@ def run_ffmpeg_step(ctx, scenario, n):
         with open(path, "w") as f:
             f.write(sdp)
         sdps.append(path)
-    stats_file = os.path.join(work, "loadgen.json")
-    lg_args = [ctx["loadgen_bin"], "rtp", "--base-port", str(base_port), "--count", str(n),
-               "--stride", "4", "--audio-file", ctx["tone"], "--stats-file", stats_file]
-    if sc["video"]:
-        lg_args += ["--video", "--video-file", ctx["video"]]
     # RTP flows first (as after a 200 OK); each ffmpeg's startup counts from its spawn to nginx's publish.
-    lg = Proc("loadgen", lg_args, os.path.join(work, "loadgen.log"))
-    if not wait_until(10, lambda: "loadgen ready" in lg.log_text()):
-        lg.stop()
-        raise RuntimeError("loadgen did not start: " + lg.log_text()[-2000:])
+    lg, stats_file = start_loadgen(ctx, work, sc, ["rtp", "--base-port", str(base_port), "--count", str(n),
+                                                   "--stride", "4"])
     procs = []
     t_place = time.monotonic()
     for i, (name, sdp) in enumerate(zip(names, sdps)):
@@ -670,8 +678,7 @@ def run_ffmpeg_step(ctx, scenario, n):
         "generator_late_ms_window": window["generator_late_ms_window"],
         "generator_send_errors": (lg_stats.get("rtp") or {}).get("send_errors"),
     }
-    if not os.environ.get("BENCH_KEEP_WORK"):
-        shutil.rmtree(work, ignore_errors=True)
+    remove_work(work)
     return result
 
 
@@ -821,8 +828,7 @@ def main():
         json.dump(data, f, indent=1)
     import report  # noqa: E402 - beside this file
     report.write(data, out_dir)
-    if not os.environ.get("BENCH_KEEP_WORK"):
-        shutil.rmtree(work, ignore_errors=True)
+    remove_work(work)
     log(f"bench: done in {info['duration_min']} min; see {out_dir}/RESULTS.md")
 
 
